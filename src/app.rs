@@ -1,0 +1,283 @@
+//! Builds the HTTP application (routes and layers) and serves it until a
+//! shutdown signal, letting in-flight requests finish.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{HeaderName, HeaderValue, Method, Request, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use crate::auth::{self, KeyError, TokenRequest, Verifier};
+use crate::config::ServeArgs;
+use crate::db::{ConnectError, Db};
+use crate::graphql::{self, OnboardingSchema};
+use crate::onboarding::Onboarding;
+use crate::{graphiql, graphql_http};
+
+/// How long one request may take before it is answered 408.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long `/readyz` waits for the database.
+const READINESS_TIMEOUT: Duration = Duration::from_secs(2);
+/// The user the `--dev` demo token speaks for.
+pub const DEMO_USER: &str = "demo-user";
+/// How long the `--dev` demo token is valid.
+const DEMO_TOKEN_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub schema: OnboardingSchema,
+    pub verifier: Arc<Verifier>,
+    pub db: Db,
+    /// The `--dev` demo token, shown in GraphiQL's headers.
+    pub dev_token: Option<Arc<str>>,
+}
+
+/// Why the server could not start; each says which setting to change.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Key(#[from] KeyError),
+    #[error("{0}")]
+    Database(#[from] ConnectError),
+    #[error("cannot apply database migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("cannot listen on LISTEN_ADDR {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(
+        "--dev refuses to listen on {0}: its signing secret is public, so it binds loopback only \
+         (e.g. LISTEN_ADDR=127.0.0.1:8080)"
+    )]
+    DevNotLoopback(SocketAddr),
+    #[error(
+        "CORS_ALLOWED_ORIGINS holds `{0}`, which is not an origin like https://app.example.com"
+    )]
+    BadOrigin(String),
+}
+
+/// A server that has its database ready and its port bound.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    db: Db,
+    dev_token: Option<Arc<str>>,
+}
+
+impl Application {
+    /// Checks the settings, opens and migrates the database and binds the port.
+    pub async fn build(args: &ServeArgs) -> Result<Self, StartError> {
+        if args.dev && !args.listen_addr.ip().is_loopback() {
+            return Err(StartError::DevNotLoopback(args.listen_addr));
+        }
+        let verifier = Verifier::from_settings(&args.jwt, args.dev)?;
+        let cors = cors(&args.cors_allowed_origins)?;
+        let dev_token = if args.dev { demo_token(args)? } else { None };
+        let db = Db::connect(&args.database).await?;
+        db.migrate().await?;
+        let listener = TcpListener::bind(args.listen_addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: args.listen_addr,
+                source,
+            })?;
+        let state = AppState {
+            schema: graphql::schema(Some(Onboarding::new(db.clone()))),
+            verifier: Arc::new(verifier),
+            db: db.clone(),
+            dev_token: dev_token.clone(),
+        };
+        Ok(Self {
+            listener,
+            router: router(state).layer(cors),
+            db,
+            dev_token,
+        })
+    }
+
+    /// The address actually bound (the port is chosen by the OS for port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The `--dev` demo token, when there is one.
+    pub fn dev_token(&self) -> Option<&str> {
+        self.dev_token.as_deref()
+    }
+
+    /// Serves until `shutdown` completes, then finishes in-flight requests and
+    /// closes the database pool.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        self.db.close().await;
+        Ok(())
+    }
+}
+
+/// The routes and the layers every request passes through.
+pub fn router(state: AppState) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    let trace = TraceLayer::new_for_http()
+        .make_span_with(|request: &Request<_>| {
+            let request_id = request
+                .headers()
+                .get("x-request-id")
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or_default();
+            tracing::info_span!(
+                "request",
+                method = %request.method(),
+                path = request.uri().path(),
+                request_id,
+            )
+        })
+        .on_response(DefaultOnResponse::new().level(Level::INFO))
+        .on_failure(DefaultOnFailure::new().level(Level::ERROR));
+    Router::new()
+        .route("/graphql", get(graphql_http::get).post(graphql_http::post))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .merge(graphiql::assets_router())
+        .fallback(not_found)
+        .with_state(state)
+        // Layers run bottom-up on the way in: the id is set before the span
+        // is made, and copied onto the response on the way out.
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(trace)
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+/// `GET /healthz`: the process is up.
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// `GET /readyz`: the database answers.
+async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    match tokio::time::timeout(READINESS_TIMEOUT, state.db.ping()).await {
+        Ok(Ok(())) => "ready\n".into_response(),
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "not ready: the database did not answer");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n").into_response()
+        }
+        Err(_) => {
+            tracing::warn!("not ready: the database did not answer in time");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n").into_response()
+        }
+    }
+}
+
+async fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        "Not found. The API is at /graphql; health checks at /healthz and /readyz.\n",
+    )
+        .into_response()
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked");
+    let body = serde_json::json!({
+        "errors": [{
+            "message": "Internal server error.",
+            "extensions": { "code": "INTERNAL_SERVER_ERROR" }
+        }]
+    });
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// Browsers may call the API from these origins only; none by default.
+fn cors(origins: &[String]) -> Result<CorsLayer, StartError> {
+    let origins = origins
+        .iter()
+        .map(|origin| origin.trim())
+        .filter(|origin| !origin.is_empty())
+        .map(|origin| {
+            let valid = origin.starts_with("http://") || origin.starts_with("https://");
+            HeaderValue::from_str(origin)
+                .ok()
+                .filter(|_| valid)
+                .ok_or_else(|| StartError::BadOrigin(origin.to_owned()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT])
+        .expose_headers([HeaderName::from_static("x-request-id")])
+        .max_age(Duration::from_secs(3600)))
+}
+
+/// A token for the demo user, signed with whatever HS256 secret the server
+/// verifies with; none when it verifies with a public key.
+fn demo_token(args: &ServeArgs) -> Result<Option<Arc<str>>, StartError> {
+    if args.jwt.jwt_public_key_file.is_some() {
+        return Ok(None);
+    }
+    let secret = args.jwt.jwt_secret.as_deref().unwrap_or(auth::DEV_SECRET);
+    let token = auth::mint(&TokenRequest {
+        secret,
+        sub: DEMO_USER,
+        roles: &[],
+        ttl: DEMO_TOKEN_TTL,
+        issuer: args.jwt.jwt_issuer.as_deref(),
+        audience: args.jwt.jwt_audience.as_deref(),
+    })?;
+    Ok(Some(token.into()))
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

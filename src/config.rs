@@ -1,0 +1,135 @@
+//! The command line: every setting is a flag and an environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// GraphQL API server that keeps each user's onboarding progress.
+#[derive(Debug, Parser)]
+#[command(name = "onboarding", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Log filter, in `tracing` EnvFilter syntax (e.g. `info,sqlx=warn`).
+    #[arg(long, env = "RUST_LOG", default_value = "info", global = true)]
+    pub log_filter: String,
+
+    /// Log line format: `pretty` for people, `json` for log collectors.
+    #[arg(long, env = "LOG_FORMAT", default_value = "pretty", global = true)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply pending migrations, then serve HTTP until SIGINT or SIGTERM.
+    Serve(ServeArgs),
+    /// Apply pending migrations and exit.
+    Migrate(DatabaseArgs),
+    /// Print the GraphQL schema (SDL); `schema.graphql` in the repository is this output.
+    Schema,
+    /// Print an HS256 token signed with `JWT_SECRET`, for development and tests.
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    #[command(flatten)]
+    pub jwt: JwtArgs,
+
+    /// Address to bind.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
+    pub listen_addr: SocketAddr,
+
+    /// Browser origins allowed to call the API (comma-separated, e.g.
+    /// `https://app.example.com`). None by default: same-origin only.
+    #[arg(long, env = "CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub cors_allowed_origins: Vec<String>,
+
+    /// Laptop mode: use a built-in signing secret when no JWT key is configured,
+    /// bind loopback only, and print a demo token.
+    #[arg(long)]
+    pub dev: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// `sqlite://PATH` (the file is created if missing) or `postgres://USER@HOST/DB`.
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://onboarding.db")]
+    pub database_url: String,
+
+    /// Most database connections the server holds open at once.
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
+    pub database_max_connections: u32,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct JwtArgs {
+    /// HS256 shared secret (at least 32 bytes).
+    #[arg(
+        long,
+        env = "JWT_SECRET",
+        hide_env_values = true,
+        conflicts_with = "jwt_public_key_file"
+    )]
+    pub jwt_secret: Option<String>,
+
+    /// PEM public key (RSA, P-256 or Ed25519) that verifies RS256, ES256 or EdDSA tokens.
+    #[arg(long, env = "JWT_PUBLIC_KEY_FILE")]
+    pub jwt_public_key_file: Option<PathBuf>,
+
+    /// Required `iss` claim, when set.
+    #[arg(long, env = "JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// Required `aud` claim, when set.
+    #[arg(long, env = "JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Role in the token's `roles` claim that grants admin.
+    #[arg(long, env = "JWT_ADMIN_ROLE", default_value = "admin")]
+    pub jwt_admin_role: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// User id to put in `sub`.
+    #[arg(long)]
+    pub sub: String,
+
+    /// Role to put in the `roles` claim; repeat for several.
+    #[arg(long)]
+    pub role: Vec<String>,
+
+    /// How long the token is valid, e.g. `15m`, `1h`, `7d`.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub ttl: Duration,
+
+    /// Sign with the built-in development secret that `serve --dev` accepts,
+    /// when no `JWT_SECRET` is configured.
+    #[arg(long)]
+    pub dev: bool,
+
+    /// HS256 shared secret the server verifies with.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// `iss` claim to include (the server's `JWT_ISSUER`).
+    #[arg(long, env = "JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// `aud` claim to include (the server's `JWT_AUDIENCE`).
+    #[arg(long, env = "JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+}

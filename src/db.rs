@@ -1,0 +1,232 @@
+//! The one place that knows SQL: the connection pool for either backend, the
+//! embedded migrations, and the statements that read and write states.
+//!
+//! Both backends run the same statements: `$N` parameters, `on conflict`
+//! upserts and `returning` mean the same in SQLite and Postgres.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use crate::config::DatabaseArgs;
+use crate::onboarding::{Change, OnboardingState, Step, UserId};
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// How long a request waits for a free connection before failing.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long SQLite waits for another writer before giving up.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The columns of `onboarding_state`, in the order `OnboardingState` reads them.
+macro_rules! columns {
+    () => {
+        "user_id, is_completed, current_step, completed_at, created_at, updated_at"
+    };
+}
+
+const FIND: &str = concat!(
+    "select ",
+    columns!(),
+    " from onboarding_state where user_id = $1"
+);
+
+const CREATE_IF_MISSING: &str = concat!(
+    "insert into onboarding_state (",
+    columns!(),
+    ") values ($1, false, 0, null, $2, $2) on conflict (user_id) do nothing"
+);
+
+/// One atomic statement that creates the state with `$values` or, when it
+/// exists, updates it with `$set`. `$1` is the user id, `$2` the step, `$3` now.
+macro_rules! upsert {
+    ($values:literal, $set:literal) => {
+        concat!(
+            "insert into onboarding_state (",
+            columns!(),
+            ") values ",
+            $values,
+            " on conflict (user_id) do update set ",
+            $set,
+            " returning ",
+            columns!()
+        )
+    };
+}
+
+const COMPLETE: &str = upsert!(
+    "($1, true, $2, $3, $3, $3)",
+    "is_completed = true, current_step = excluded.current_step, \
+     completed_at = excluded.completed_at, updated_at = excluded.updated_at"
+);
+
+const SET_STEP: &str = upsert!(
+    "($1, false, $2, null, $3, $3)",
+    "current_step = excluded.current_step, updated_at = excluded.updated_at"
+);
+
+const RESET: &str = upsert!(
+    "($1, false, $2, null, $3, $3)",
+    "is_completed = false, current_step = excluded.current_step, \
+     completed_at = null, updated_at = excluded.updated_at"
+);
+
+/// Connections to whichever database `DATABASE_URL` names.
+#[derive(Debug, Clone)]
+pub enum Db {
+    /// SQLite runs one write at a time: writers queue for the one `write`
+    /// connection in the pool, in order, instead of retrying against the
+    /// file lock, while `read` connections run beside them (WAL).
+    Sqlite {
+        read: SqlitePool,
+        write: SqlitePool,
+    },
+    Postgres(PgPool),
+}
+
+/// Runs the same expression against the `read` or `write` pool of `db`;
+/// Postgres has one pool for both.
+macro_rules! on_pool {
+    ($db:expr, $access:ident, $pool:ident => $body:expr) => {
+        match $db {
+            Db::Sqlite { $access: $pool, .. } => $body,
+            Db::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// Why the database could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error(
+        "DATABASE_URL must start with `sqlite://` or `postgres://`; got a URL starting with `{0}`"
+    )]
+    UnsupportedScheme(String),
+    #[error("DATABASE_URL is not a valid database URL: {0}")]
+    InvalidUrl(#[source] sqlx::Error),
+    #[error("cannot connect to the database: {0}")]
+    Connect(#[source] sqlx::Error),
+}
+
+impl Db {
+    /// Opens the pools. SQLite is set up for a server: the file is created if
+    /// missing, WAL lets readers run beside the writer, `synchronous = full`
+    /// makes every acknowledged commit durable, and a writer that finds the
+    /// file locked (by another process) waits for it.
+    pub async fn connect(args: &DatabaseArgs) -> Result<Self, ConnectError> {
+        let url = args.database_url.as_str();
+        let scheme = url.split(':').next().unwrap_or_default();
+        match scheme {
+            "sqlite" => {
+                let options = SqliteConnectOptions::from_str(url)
+                    .map_err(ConnectError::InvalidUrl)?
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Full)
+                    .busy_timeout(SQLITE_BUSY_TIMEOUT)
+                    .foreign_keys(true);
+                let pool = |size| {
+                    SqlitePoolOptions::new()
+                        .max_connections(size)
+                        .acquire_timeout(ACQUIRE_TIMEOUT)
+                        .connect_with(options.clone())
+                };
+                // The writer first: it creates the file and switches it to WAL.
+                let write = pool(1).await.map_err(ConnectError::Connect)?;
+                let read = pool(args.database_max_connections)
+                    .await
+                    .map_err(ConnectError::Connect)?;
+                Ok(Db::Sqlite { read, write })
+            }
+            "postgres" | "postgresql" => {
+                let options = PgConnectOptions::from_str(url).map_err(ConnectError::InvalidUrl)?;
+                let pool = PgPoolOptions::new()
+                    .max_connections(args.database_max_connections)
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .connect_with(options)
+                    .await
+                    .map_err(ConnectError::Connect)?;
+                Ok(Db::Postgres(pool))
+            }
+            other => Err(ConnectError::UnsupportedScheme(other.to_owned())),
+        }
+    }
+
+    /// Applies the migrations this database has not seen yet.
+    pub async fn migrate(&self) -> Result<(), MigrateError> {
+        match self {
+            Db::Sqlite { write, .. } => SQLITE_MIGRATIONS.run(write).await,
+            Db::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await,
+        }
+    }
+
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        on_pool!(self, read, pool => sqlx::query("select 1").execute(pool).await.map(drop))
+    }
+
+    /// Closes every connection, waiting for those in use to be returned.
+    pub async fn close(&self) {
+        match self {
+            Db::Sqlite { read, write } => {
+                read.close().await;
+                write.close().await;
+            }
+            Db::Postgres(pool) => pool.close().await,
+        }
+    }
+
+    /// The stored state, if there is one: one round trip.
+    #[tracing::instrument(skip_all)]
+    pub async fn find(&self, user_id: &UserId) -> Result<Option<OnboardingState>, sqlx::Error> {
+        on_pool!(self, read, pool => sqlx::query_as(FIND).bind(user_id.as_str()).fetch_optional(pool).await)
+    }
+
+    /// Inserts a fresh state unless one exists, then reads it. Concurrent
+    /// callers all succeed and all see the one row that won.
+    #[tracing::instrument(skip_all)]
+    pub async fn find_or_create(
+        &self,
+        user_id: &UserId,
+        now: DateTime<Utc>,
+    ) -> Result<OnboardingState, sqlx::Error> {
+        on_pool!(self, write, pool => {
+            sqlx::query(CREATE_IF_MISSING)
+                .bind(user_id.as_str())
+                .bind(now)
+                .execute(pool)
+                .await?;
+            sqlx::query_as(FIND).bind(user_id.as_str()).fetch_one(pool).await
+        })
+    }
+
+    /// Applies `change` in one atomic upsert that also creates a missing state.
+    #[tracing::instrument(skip_all)]
+    pub async fn apply(
+        &self,
+        user_id: &UserId,
+        change: Change,
+        now: DateTime<Utc>,
+    ) -> Result<OnboardingState, sqlx::Error> {
+        let (statement, step) = match change {
+            Change::Complete(step) => (COMPLETE, step),
+            Change::SetStep(step) => (SET_STEP, step),
+            Change::Reset => (RESET, Step::FIRST),
+        };
+        on_pool!(self, write, pool => {
+            sqlx::query_as(statement)
+                .bind(user_id.as_str())
+                .bind(step.get())
+                .bind(now)
+                .fetch_one(pool)
+                .await
+        })
+    }
+}

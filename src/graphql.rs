@@ -1,0 +1,185 @@
+//! The GraphQL schema: thin resolvers that hand each field to the domain.
+//! Descriptions here are what client developers read in GraphiQL and codegen.
+
+use async_graphql::{
+    Context, EmptySubscription, ID, InputValueError, InputValueResult, Object, SDLExportOptions,
+    Scalar, ScalarType, Schema, Value,
+};
+use chrono::{SecondsFormat, Utc};
+
+use crate::auth::Viewer;
+use crate::error::Error;
+use crate::onboarding::{Change, Onboarding, OnboardingState, Step};
+
+pub type OnboardingSchema = Schema<Query, Mutation, EmptySubscription>;
+
+/// Deepest selection nesting a query may have; the real schema needs 2, the
+/// introspection query that GraphiQL and codegen send needs 13.
+const MAX_DEPTH: usize = 16;
+/// Most fields a single query may select, introspection included.
+const MAX_COMPLEXITY: usize = 1000;
+
+/// The request id of the HTTP request being executed, for error reports.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// The schema, with the onboarding operations it resolves against.
+pub fn schema(onboarding: Option<Onboarding>) -> OnboardingSchema {
+    let builder = Schema::build(Query, Mutation, EmptySubscription)
+        .limit_depth(MAX_DEPTH)
+        .limit_complexity(MAX_COMPLEXITY);
+    match onboarding {
+        Some(onboarding) => builder.data(onboarding).finish(),
+        None => builder.finish(),
+    }
+}
+
+/// The schema in SDL, as `onboarding schema` prints it and `schema.graphql` holds it.
+pub fn sdl() -> String {
+    let options = SDLExportOptions::new()
+        .prefer_single_line_descriptions()
+        .use_space_ident()
+        .indent_width(2);
+    schema(None).sdl_with_options(options)
+}
+
+/// A point in time, always written with microseconds in UTC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DateTime(chrono::DateTime<Utc>);
+
+/// An RFC 3339 date-time in UTC, e.g. 2025-01-01T10:00:00.000000Z
+#[Scalar(name = "DateTime")]
+impl ScalarType for DateTime {
+    fn parse(value: Value) -> InputValueResult<Self> {
+        let Value::String(text) = &value else {
+            return Err(InputValueError::expected_type(value));
+        };
+        chrono::DateTime::parse_from_rfc3339(text)
+            .map(|parsed| Self(parsed.with_timezone(&Utc)))
+            .map_err(|_| InputValueError::custom("expected an RFC 3339 date-time"))
+    }
+
+    fn to_value(&self) -> Value {
+        Value::String(self.0.to_rfc3339_opts(SecondsFormat::Micros, true))
+    }
+}
+
+/// Onboarding progress of one user.
+#[Object(name = "OnboardingState")]
+impl OnboardingState {
+    /// Stable, unique per user: clients cache by it.
+    async fn id(&self) -> ID {
+        ID(self.user_id.clone())
+    }
+
+    /// The user this state belongs to (the `sub` of their token).
+    async fn user_id(&self) -> &str {
+        &self.user_id
+    }
+
+    /// Whether the user has finished onboarding.
+    async fn is_completed(&self) -> bool {
+        self.is_completed
+    }
+
+    /// The step the user is on, counted from 0.
+    async fn current_step(&self) -> i32 {
+        self.current_step
+    }
+
+    /// When the user finished onboarding; null until then and after a reset.
+    async fn completed_at(&self) -> Option<DateTime> {
+        self.completed_at.map(DateTime)
+    }
+
+    /// When the state was first created; never changes.
+    async fn created_at(&self) -> DateTime {
+        DateTime(self.created_at)
+    }
+
+    /// When the state last changed; every write moves it.
+    async fn updated_at(&self) -> DateTime {
+        DateTime(self.updated_at)
+    }
+}
+
+pub struct Query;
+
+#[Object]
+impl Query {
+    /// The signed-in user's state, or `userId`'s for an admin. Created on first access.
+    async fn onboarding_state(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Another user's id; only admins may pass one other than their own.")]
+        user_id: Option<String>,
+    ) -> async_graphql::Result<OnboardingState> {
+        let (onboarding, viewer) = operations(ctx)?;
+        onboarding
+            .state(viewer, user_id)
+            .await
+            .map_err(|error| client_error(ctx, error))
+    }
+}
+
+pub struct Mutation;
+
+#[Object]
+impl Mutation {
+    /// isCompleted = true, currentStep = step, completedAt = now (as the Django original).
+    async fn complete_onboarding(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 0, desc = "The step the user finished on; 0 or greater.")] step: i32,
+        #[graphql(desc = "Another user's id; only admins may pass one other than their own.")]
+        user_id: Option<String>,
+    ) -> async_graphql::Result<OnboardingState> {
+        change(ctx, user_id, Step::parse(step).map(Change::Complete)).await
+    }
+
+    /// currentStep = step; isCompleted and completedAt unchanged.
+    async fn set_onboarding_step(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The step the user is on now; 0 or greater.")] step: i32,
+        #[graphql(desc = "Another user's id; only admins may pass one other than their own.")]
+        user_id: Option<String>,
+    ) -> async_graphql::Result<OnboardingState> {
+        change(ctx, user_id, Step::parse(step).map(Change::SetStep)).await
+    }
+
+    /// isCompleted = false, currentStep = 0, completedAt = null.
+    async fn reset_onboarding(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Another user's id; only admins may pass one other than their own.")]
+        user_id: Option<String>,
+    ) -> async_graphql::Result<OnboardingState> {
+        change(ctx, user_id, Ok(Change::Reset)).await
+    }
+}
+
+/// Applies a change once the viewer is known to be signed in: an anonymous
+/// caller hears UNAUTHENTICATED before any complaint about its arguments.
+async fn change(
+    ctx: &Context<'_>,
+    user_id: Option<String>,
+    change: Result<Change, Error>,
+) -> async_graphql::Result<OnboardingState> {
+    let (onboarding, viewer) = operations(ctx)?;
+    let result = match (viewer, change) {
+        (Viewer::Anonymous, _) => Err(Error::Unauthenticated),
+        (_, Err(error)) => Err(error),
+        (viewer, Ok(change)) => onboarding.apply(viewer, user_id, change).await,
+    };
+    result.map_err(|error| client_error(ctx, error))
+}
+
+fn operations<'a>(ctx: &Context<'a>) -> async_graphql::Result<(&'a Onboarding, &'a Viewer)> {
+    Ok((ctx.data::<Onboarding>()?, ctx.data::<Viewer>()?))
+}
+
+fn client_error(ctx: &Context<'_>, error: Error) -> async_graphql::Error {
+    let request_id = ctx.data_opt::<RequestId>().map(|id| id.0.as_str());
+    error.into_graphql(request_id)
+}

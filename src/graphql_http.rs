@@ -1,0 +1,368 @@
+//! GraphQL over HTTP on `/graphql`: content types, status codes, body limits
+//! and the bearer token, before and after async-graphql executes a request.
+
+use async_graphql::Variables;
+use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationType};
+use axum::body::Body;
+use axum::extract::{Query, State, rejection::QueryRejection};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::app::AppState;
+use crate::auth::TokenError;
+use crate::graphiql;
+use crate::graphql::RequestId;
+
+/// Largest request body accepted; a GraphQL operation for this API is well under 1 KiB.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
+const JSON: &str = "application/json";
+
+/// The media type a response is written in, chosen from the request's `Accept`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MediaType {
+    /// The GraphQL over HTTP type: request errors get 4xx statuses.
+    GraphqlResponseJson,
+    /// The legacy type: every GraphQL response is a 200.
+    Json,
+}
+
+impl MediaType {
+    /// Picks `application/graphql-response+json` when the client names it at
+    /// least as highly as `application/json`; otherwise, and for wildcards or
+    /// no `Accept` at all, `application/json`, which every client reads.
+    fn negotiate(headers: &HeaderMap) -> Self {
+        let (mut graphql_q, mut json_q) = (0.0_f32, 0.0_f32);
+        for accept in headers.get_all(header::ACCEPT) {
+            for range in accept.to_str().unwrap_or_default().split(',') {
+                let mut parts = range.split(';');
+                let media = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+                let q = parts
+                    .filter_map(|param| param.trim().strip_prefix("q="))
+                    .find_map(|q| q.trim().parse::<f32>().ok())
+                    .unwrap_or(1.0);
+                match media.as_str() {
+                    GRAPHQL_RESPONSE_JSON => graphql_q = graphql_q.max(q),
+                    JSON => json_q = json_q.max(q),
+                    _ => {}
+                }
+            }
+        }
+        if graphql_q > 0.0 && graphql_q >= json_q {
+            MediaType::GraphqlResponseJson
+        } else {
+            MediaType::Json
+        }
+    }
+
+    /// The status of a well-formed HTTP request whose GraphQL request is
+    /// invalid: 400 where the client understands GraphQL over HTTP, and 200
+    /// for legacy `application/json` clients, as the specification says.
+    fn invalid_request_status(self) -> StatusCode {
+        match self {
+            MediaType::GraphqlResponseJson => StatusCode::BAD_REQUEST,
+            MediaType::Json => StatusCode::OK,
+        }
+    }
+
+    fn content_type(self) -> HeaderValue {
+        HeaderValue::from_static(match self {
+            MediaType::GraphqlResponseJson => "application/graphql-response+json; charset=utf-8",
+            MediaType::Json => "application/json; charset=utf-8",
+        })
+    }
+}
+
+/// The parameters of one GraphQL request, from a JSON body or a query string.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Params {
+    query: Option<String>,
+    operation_name: Option<String>,
+    variables: Option<Map<String, Value>>,
+    /// Accepted when it is a map, as the specification requires; not used.
+    #[serde(rename = "extensions")]
+    _extensions: Option<Map<String, Value>>,
+}
+
+/// The same parameters in a GET query string, where `variables` is JSON text.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GetParams {
+    query: Option<String>,
+    operation_name: Option<String>,
+    variables: Option<String>,
+    extensions: Option<String>,
+}
+
+/// `POST /graphql`: a JSON body holding one operation.
+pub async fn post(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let media = MediaType::negotiate(&headers);
+    if !is_json(&headers) {
+        let message = "Send the request body as JSON with `Content-Type: application/json`.";
+        return request_error(media, StatusCode::UNSUPPORTED_MEDIA_TYPE, message);
+    }
+    let bytes = match read_body(&headers, body).await {
+        Ok(bytes) => bytes,
+        Err(error) => return error.response(media),
+    };
+    let params = match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Array(_)) => {
+            let message = "Batching is not supported: send one operation per request.";
+            return request_error(media, StatusCode::BAD_REQUEST, message);
+        }
+        Ok(value @ Value::Object(_)) => serde_json::from_value::<Params>(value),
+        Ok(_) => {
+            let message = "The body must be a JSON object with a `query` string.";
+            return invalid_request(media, message);
+        }
+        Err(error) => {
+            let message = format!("The body is not valid JSON: {error}.");
+            return request_error(media, StatusCode::BAD_REQUEST, &message);
+        }
+    };
+    match params {
+        Ok(params) => execute(&state, &headers, media, params, OperationsAllowed::All).await,
+        Err(error) => {
+            let message = format!("The body is not a valid GraphQL request: {error}.");
+            invalid_request(media, &message)
+        }
+    }
+}
+
+/// `GET /graphql`: the explorer for a browser, else a query from the query string.
+pub async fn get(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    params: Result<Query<GetParams>, QueryRejection>,
+) -> Response {
+    let media = MediaType::negotiate(&headers);
+    let params = match params {
+        Ok(Query(params)) => params,
+        Err(rejection) => {
+            let message = format!("The query string is not valid: {}.", rejection.body_text());
+            return invalid_request(media, &message);
+        }
+    };
+    if params.query.is_none() && accepts_html(&headers) {
+        return graphiql::page(state.dev_token.as_deref());
+    }
+    let Ok(variables) = json_object_parameter(params.variables.as_deref()) else {
+        return invalid_request(media, "The `variables` parameter must be a JSON object.");
+    };
+    let Ok(extensions) = json_object_parameter(params.extensions.as_deref()) else {
+        return invalid_request(media, "The `extensions` parameter must be a JSON object.");
+    };
+    let params = Params {
+        query: params.query,
+        operation_name: params.operation_name,
+        variables,
+        _extensions: extensions,
+    };
+    execute(
+        &state,
+        &headers,
+        media,
+        params,
+        OperationsAllowed::QueriesOnly,
+    )
+    .await
+}
+
+/// Whether a request may run mutations: GET requests must be safe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OperationsAllowed {
+    All,
+    QueriesOnly,
+}
+
+async fn execute(
+    state: &AppState,
+    headers: &HeaderMap,
+    media: MediaType,
+    params: Params,
+    allowed: OperationsAllowed,
+) -> Response {
+    let Some(query) = params.query else {
+        let message = "The request has no `query`: send the GraphQL document as a string.";
+        return invalid_request(media, message);
+    };
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .map(|value| value.to_str().unwrap_or_default());
+    let viewer = match state.verifier.viewer(authorization) {
+        Ok(viewer) => viewer,
+        Err(error) => return unauthorized(media, &error),
+    };
+    let mut request = async_graphql::Request::new(query).data(viewer);
+    if let Some(name) = params.operation_name {
+        request = request.operation_name(name);
+    }
+    if let Some(variables) = params.variables {
+        request = request.variables(Variables::from_json(Value::Object(variables)));
+    }
+    if let Some(id) = headers
+        .get("x-request-id")
+        .and_then(|value| value.to_str().ok())
+    {
+        request = request.data(RequestId(id.to_owned()));
+    }
+    let operation_name = request.operation_name.clone();
+    if allowed == OperationsAllowed::QueriesOnly
+        && let Ok(document) = request.parsed_query()
+        && selected_operation(document, operation_name.as_deref()) == Some(OperationType::Mutation)
+    {
+        let message = "Mutations must be sent with POST.";
+        let mut response = request_error(media, StatusCode::METHOD_NOT_ALLOWED, message);
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return response;
+    }
+    let response = state.schema.execute(request).await;
+    let request_failed = response.data == async_graphql::Value::Null
+        && !response.errors.is_empty()
+        && response.errors.iter().all(|error| error.path.is_empty());
+    let mut body = json!({ "errors": response.errors });
+    if request_failed {
+        return graphql_response(media, media.invalid_request_status(), body);
+    }
+    if response.errors.is_empty() {
+        body = json!({});
+    }
+    body["data"] = serde_json::to_value(&response.data).unwrap_or(Value::Null);
+    graphql_response(media, StatusCode::OK, body)
+}
+
+/// The type of the operation a request would run, if the document names it.
+fn selected_operation(document: &ExecutableDocument, name: Option<&str>) -> Option<OperationType> {
+    match (&document.operations, name) {
+        (DocumentOperations::Single(operation), _) => Some(operation.node.ty),
+        (DocumentOperations::Multiple(operations), Some(name)) => operations
+            .iter()
+            .find(|(operation_name, _)| operation_name.as_str() == name)
+            .map(|(_, operation)| operation.node.ty),
+        (DocumentOperations::Multiple(_), None) => None,
+    }
+}
+
+/// Why a body was not read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyError {
+    TooLarge,
+    Unreadable,
+}
+
+impl BodyError {
+    fn response(self, media: MediaType) -> Response {
+        match self {
+            BodyError::TooLarge => {
+                let limit = MAX_BODY_BYTES / 1024;
+                let message = format!("The request body must be at most {limit} KiB.");
+                request_error(media, StatusCode::PAYLOAD_TOO_LARGE, &message)
+            }
+            BodyError::Unreadable => {
+                let message = "The request body could not be read.";
+                request_error(media, StatusCode::BAD_REQUEST, message)
+            }
+        }
+    }
+}
+
+/// Reads the body, keeping at most `MAX_BODY_BYTES`. The rest of a larger body
+/// is read and dropped, up to `DRAINED_BYTES`, so that a client still sending
+/// it gets the 413 rather than a reset connection.
+async fn read_body(headers: &HeaderMap, mut body: Body) -> Result<Vec<u8>, BodyError> {
+    const DRAINED_BYTES: usize = 1024 * 1024;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > DRAINED_BYTES) {
+        return Err(BodyError::TooLarge);
+    }
+    let mut kept = Vec::new();
+    let mut seen = 0;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| BodyError::Unreadable)?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        seen += data.len();
+        if seen <= MAX_BODY_BYTES {
+            kept.extend_from_slice(&data);
+        } else if seen > DRAINED_BYTES {
+            return Err(BodyError::TooLarge);
+        }
+    }
+    if seen > MAX_BODY_BYTES {
+        return Err(BodyError::TooLarge);
+    }
+    Ok(kept)
+}
+
+/// Whether `Content-Type` is `application/json`, with any parameters.
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case(JSON))
+}
+
+fn accepts_html(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|value| value.contains("text/html"))
+}
+
+/// A JSON object passed as text in a query string parameter, if given.
+fn json_object_parameter(
+    text: Option<&str>,
+) -> Result<Option<Map<String, Value>>, serde_json::Error> {
+    text.map_or(Ok(None), serde_json::from_str)
+}
+
+/// A GraphQL request that cannot run: missing or mistyped parameters.
+fn invalid_request(media: MediaType, message: &str) -> Response {
+    request_error(media, media.invalid_request_status(), message)
+}
+
+/// A GraphQL-shaped error for a request that was not executed.
+fn request_error(media: MediaType, status: StatusCode, message: &str) -> Response {
+    graphql_response(media, status, json!({ "errors": [{ "message": message }] }))
+}
+
+/// A 401 for a token that failed a check, as RFC 6750 describes.
+fn unauthorized(media: MediaType, error: &TokenError) -> Response {
+    let message = error.to_string();
+    let body = json!({
+        "errors": [{ "message": message, "extensions": { "code": "UNAUTHENTICATED" } }]
+    });
+    let mut response = graphql_response(media, StatusCode::UNAUTHORIZED, body);
+    let challenge = format!("Bearer error=\"invalid_token\", error_description=\"{message}\"");
+    if let Ok(challenge) = HeaderValue::from_str(&challenge.replace('`', "'")) {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, challenge);
+    }
+    response
+}
+
+fn graphql_response(media: MediaType, status: StatusCode, body: Value) -> Response {
+    let headers = [
+        (header::CONTENT_TYPE, media.content_type()),
+        // Onboarding states are per user: no shared cache may keep them.
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        (
+            header::VARY,
+            HeaderValue::from_static("Accept, Authorization"),
+        ),
+    ];
+    (status, headers, body.to_string()).into_response()
+}

@@ -1,0 +1,78 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use onboarding::app::{self, Application};
+use onboarding::auth::{self, TokenRequest};
+use onboarding::config::{Cli, Command, DatabaseArgs, ServeArgs, TokenArgs};
+use onboarding::db::Db;
+use onboarding::{graphql, telemetry};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(&cli.log_filter, cli.log_format);
+    let result = match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Migrate(args) => migrate(args).await,
+        Command::Schema => {
+            print!("{}", graphql::sdl());
+            Ok(())
+        }
+        Command::Token(args) => token(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+async fn serve(args: ServeArgs) -> Result {
+    if args.dev {
+        tracing::warn!(
+            "DEVELOPMENT MODE: tokens signed with the public development secret are accepted \
+             when no JWT key is configured. Never expose this server."
+        );
+    }
+    let application = Application::build(&args).await?;
+    let addr = application.local_addr()?;
+    if let Some(token) = application.dev_token() {
+        println!("\nGraphiQL:   http://{addr}/graphql");
+        println!("Demo token for user `{}` (valid 24h):\n", app::DEMO_USER);
+        println!("Authorization: Bearer {token}\n");
+    }
+    tracing::info!(%addr, "listening");
+    application.run_until(app::shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn migrate(args: DatabaseArgs) -> Result {
+    Db::connect(&args).await?.migrate().await?;
+    tracing::info!("migrations applied");
+    Ok(())
+}
+
+fn token(args: TokenArgs) -> Result {
+    let secret = match (&args.jwt_secret, args.dev) {
+        (Some(secret), _) => secret.as_str(),
+        (None, true) => auth::DEV_SECRET,
+        (None, false) => {
+            return Err("set JWT_SECRET (or pass --dev for the development secret)".into());
+        }
+    };
+    let token = auth::mint(&TokenRequest {
+        secret,
+        sub: &args.sub,
+        roles: &args.role,
+        ttl: args.ttl,
+        issuer: args.jwt_issuer.as_deref(),
+        audience: args.jwt_audience.as_deref(),
+    })?;
+    println!("{token}");
+    Ok(())
+}

@@ -1,0 +1,160 @@
+//! The command line: `schema`, `token`, `migrate`, and how `serve` refuses to
+//! start unsafely.
+
+use std::process::Output;
+
+use crate::helpers::{Backend, SECRET, TestDatabase, command, graphql};
+use crate::on_both_backends;
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    command(args, env).output().expect("the binary runs")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn schema_graphql_in_the_repository_equals_the_output_of_onboarding_schema() {
+    let output = run(&["schema"], &[]);
+    assert!(output.status.success());
+    let printed = String::from_utf8(output.stdout).expect("UTF-8");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schema.graphql");
+    let committed = std::fs::read_to_string(path).expect("schema.graphql at the repository root");
+    assert!(
+        printed == committed,
+        "schema.graphql is out of date: regenerate it with `cargo run -- schema > schema.graphql`"
+    );
+}
+
+#[test]
+fn serve_without_a_jwt_key_refuses_to_start_and_names_the_settings() {
+    let output = run(&["serve"], &[("DATABASE_URL", "sqlite::memory:")]);
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    for setting in ["JWT_SECRET", "JWT_PUBLIC_KEY_FILE", "--dev"] {
+        assert!(
+            message.contains(setting),
+            "the error names {setting}: {message}"
+        );
+    }
+}
+
+#[test]
+fn serve_refuses_a_jwt_secret_shorter_than_32_bytes() {
+    let output = run(&["serve"], &[("JWT_SECRET", "short")]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("at least 32 bytes"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn serve_dev_refuses_to_bind_a_non_loopback_address() {
+    let output = run(&["serve", "--dev"], &[("LISTEN_ADDR", "0.0.0.0:0")]);
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("loopback"), "{}", stderr(&output));
+}
+
+#[test]
+fn token_without_a_secret_says_which_setting_to_give() {
+    let output = run(&["token", "--sub", "alice"], &[]);
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("JWT_SECRET"));
+}
+
+async fn a_token_from_onboarding_token_is_accepted_with_its_admin_role(backend: Backend) {
+    let output = run(
+        &["token", "--sub", "root", "--role", "admin", "--ttl", "5m"],
+        &[("JWT_SECRET", SECRET)],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let token = String::from_utf8(output.stdout)
+        .expect("UTF-8")
+        .trim()
+        .to_owned();
+
+    let db = TestDatabase::create(backend).await;
+    let server = crate::helpers::ServerProcess::start(&db.url, &[]).await;
+    let query = "{ onboardingState(userId: \"someone\") { userId } }";
+    let body = graphql(&server.graphql_url(), Some(&token), query).await;
+    assert_eq!(
+        body["data"]["onboardingState"]["userId"], "someone",
+        "{body}"
+    );
+}
+
+async fn serve_dev_prints_a_demo_token_that_works_and_graphiql_carries_it(backend: Backend) {
+    use std::io::{BufRead, BufReader};
+    let db = TestDatabase::create(backend).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("a port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = command(
+        &["serve", "--dev"],
+        &[("DATABASE_URL", &db.url), ("LISTEN_ADDR", &listen)],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .expect("the binary starts");
+    let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let token = stdout
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|line| {
+            line.strip_prefix("Authorization: Bearer ")
+                .map(str::to_owned)
+        })
+        .expect("a printed demo token");
+
+    let address = format!("http://{listen}");
+    let query = "{ onboardingState { userId } }";
+    let body = graphql(&format!("{address}/graphql"), Some(&token), query).await;
+    assert_eq!(body["data"]["onboardingState"]["userId"], "demo-user");
+    let page = reqwest::Client::new()
+        .get(format!("{address}/graphql"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .expect("answer")
+        .text()
+        .await
+        .expect("HTML");
+    assert!(
+        page.contains(&token),
+        "GraphiQL's headers carry the demo token"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut warnings = String::new();
+    let _ = std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut warnings);
+    assert!(
+        warnings.contains("DEVELOPMENT MODE"),
+        "a loud warning: {warnings}"
+    );
+}
+
+async fn migrate_applies_the_migrations_and_exits(backend: Backend) {
+    let db = TestDatabase::create(backend).await;
+    let output = run(&["migrate"], &[("DATABASE_URL", &db.url)]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(
+        db.count_all_rows().await,
+        0,
+        "the table exists and is empty"
+    );
+    let again = run(&["migrate"], &[("DATABASE_URL", &db.url)]);
+    assert!(again.status.success(), "migrating twice is harmless");
+}
+
+on_both_backends!(
+    a_token_from_onboarding_token_is_accepted_with_its_admin_role,
+    serve_dev_prints_a_demo_token_that_works_and_graphiql_carries_it,
+    migrate_applies_the_migrations_and_exits,
+);

@@ -1,0 +1,13 @@
+//! Black-box tests: the real server on a random port, real HTTP, a real
+//! database of each test's own. Every test runs on SQLite and, when
+//! `TEST_DATABASE_URL` names a Postgres server, on Postgres too.
+
+mod helpers;
+
+mod auth;
+mod cli;
+mod concurrency;
+mod graphiql;
+mod graphql_http;
+mod onboarding_state;
+mod operations;

@@ -1,0 +1,195 @@
+//! What operators rely on: health checks, logs, request ids, shutdown and
+//! durability, seen from the real binary.
+
+use serde_json::{Value, json};
+
+use crate::helpers::{Backend, ServerProcess, TestDatabase, post_graphql, token};
+use crate::on_both_backends;
+
+async fn post(url: &str, user: &str, query: &str) -> reqwest::Response {
+    post_graphql(url, Some(&token(user, &[])), query, json!({})).await
+}
+
+async fn status_of(url: String) -> u16 {
+    reqwest::get(url)
+        .await
+        .expect("the server answers")
+        .status()
+        .as_u16()
+}
+
+async fn healthz_and_readyz_answer_200_while_all_is_well(backend: Backend) {
+    let db = TestDatabase::create(backend).await;
+    let server = ServerProcess::start(&db.url, &[]).await;
+    assert_eq!(status_of(format!("{}/healthz", server.address)).await, 200);
+    assert_eq!(status_of(format!("{}/readyz", server.address)).await, 200);
+}
+
+async fn an_acknowledged_mutation_survives_sigkill(backend: Backend) {
+    let db = TestDatabase::create(backend).await;
+    let server = ServerProcess::start(&db.url, &[]).await;
+    let mutation = "mutation { completeOnboarding(step: 6) { isCompleted currentStep completedAt updatedAt } }";
+    let written: Value = post(&server.graphql_url(), "alice", mutation)
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    assert!(written.get("errors").is_none(), "{written}");
+
+    server.kill();
+    let restarted = ServerProcess::start(&db.url, &[]).await;
+
+    let query = "{ onboardingState { isCompleted currentStep completedAt updatedAt } }";
+    let read: Value = post(&restarted.graphql_url(), "alice", query)
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(
+        read["data"]["onboardingState"],
+        written["data"]["completeOnboarding"]
+    );
+}
+
+async fn the_server_logs_state_creation_and_completion_with_the_user_id(backend: Backend) {
+    let db = TestDatabase::create(backend).await;
+    let server = ServerProcess::start(&db.url, &[]).await;
+
+    post(&server.graphql_url(), "alice", "{ onboardingState { id } }").await;
+    post(&server.graphql_url(), "alice", "{ onboardingState { id } }").await;
+    post(
+        &server.graphql_url(),
+        "bob",
+        "mutation { completeOnboarding(step: 2) { id } }",
+    )
+    .await;
+
+    let created = server.all_logged("onboarding state created");
+    let users: Vec<&Value> = created.iter().map(|line| &line["user_id"]).collect();
+    assert_eq!(
+        users,
+        [&json!("alice"), &json!("bob")],
+        "one line per created state"
+    );
+    assert!(created.iter().all(|line| line["level"] == "INFO"));
+    let completed = server
+        .logged("onboarding completed")
+        .expect("a completion line");
+    assert_eq!(completed["user_id"], "bob");
+    assert_eq!(completed["level"], "INFO");
+}
+
+async fn an_internal_error_shows_only_a_request_id_that_the_log_also_carries(backend: Backend) {
+    let db = TestDatabase::create(backend).await;
+    let server = ServerProcess::start(&db.url, &[]).await;
+    db.execute("drop table onboarding_state")
+        .await
+        .expect("drop the table");
+
+    let response = post(&server.graphql_url(), "alice", "{ onboardingState { id } }").await;
+    let header_id = response.headers()["x-request-id"]
+        .to_str()
+        .expect("ASCII")
+        .to_owned();
+    let text = response.text().await.expect("a body");
+
+    let body: Value = serde_json::from_str(&text).expect("JSON");
+    let error = &body["errors"][0];
+    assert_eq!(error["extensions"]["code"], "INTERNAL_SERVER_ERROR");
+    assert_eq!(error["extensions"]["requestId"], header_id.as_str());
+    for internal in [
+        "onboarding_state",
+        "select",
+        "relation",
+        "table",
+        "sqlx",
+        ".rs",
+        "/tmp",
+    ] {
+        assert!(
+            !text.to_lowercase().contains(internal),
+            "the body leaks `{internal}`: {text}"
+        );
+    }
+    let logged = server.all_logged("request failed");
+    assert!(
+        logged
+            .iter()
+            .any(|line| line["request_id"] == header_id.as_str()),
+        "a log line carries {header_id}: {logged:?}"
+    );
+}
+
+async fn sigterm_stops_the_server_cleanly(backend: Backend) {
+    let db = TestDatabase::create(backend).await;
+    let server = ServerProcess::start(&db.url, &[]).await;
+    post(&server.graphql_url(), "alice", "{ onboardingState { id } }").await;
+
+    let status = server.terminate().await;
+
+    assert!(status.success(), "exit status {status}");
+}
+
+on_both_backends!(
+    healthz_and_readyz_answer_200_while_all_is_well,
+    an_acknowledged_mutation_survives_sigkill,
+    the_server_logs_state_creation_and_completion_with_the_user_id,
+    an_internal_error_shows_only_a_request_id_that_the_log_also_carries,
+    sigterm_stops_the_server_cleanly,
+);
+
+/// Postgres can be taken away from a running server; SQLite is a file in the
+/// server's own process and has no such outage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_answers_503_while_postgres_is_down_and_200_once_it_is_back() {
+    use sqlx::{Connection, Executor, PgConnection};
+    let Some(server_url) = crate::helpers::postgres_server_url() else {
+        return;
+    };
+    let db = TestDatabase::create(Backend::Postgres).await;
+    let server = ServerProcess::start(&db.url, &[]).await;
+    let readyz = format!("{}/readyz", server.address);
+    assert_eq!(status_of(readyz.clone()).await, 200);
+
+    let mut admin = PgConnection::connect(&server_url)
+        .await
+        .expect("the Postgres server");
+    let name = db.name();
+    admin
+        .execute(format!("alter database \"{name}\" allow_connections false").as_str())
+        .await
+        .expect("close the database");
+    admin
+        .execute(
+            format!(
+                "select pg_terminate_backend(pid) from pg_stat_activity where datname = '{name}'"
+            )
+            .as_str(),
+        )
+        .await
+        .expect("drop its connections");
+
+    assert_eq!(status_of(readyz.clone()).await, 503);
+    let body: Value = post(&server.graphql_url(), "alice", "{ onboardingState { id } }")
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"],
+        "INTERNAL_SERVER_ERROR"
+    );
+    assert!(body["errors"][0]["extensions"]["requestId"].is_string());
+
+    admin
+        .execute(format!("alter database \"{name}\" allow_connections true").as_str())
+        .await
+        .expect("reopen the database");
+    assert_eq!(status_of(readyz).await, 200);
+    let body: Value = post(&server.graphql_url(), "alice", "{ onboardingState { id } }")
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(body["data"]["onboardingState"]["id"], "alice");
+}
