@@ -1,0 +1,32 @@
+// The example operations of examples/operations.graphql and the schema of
+// schema.graphql, as graphql-js documents, for the tests.
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { Kind, parse } from 'graphql';
+import { REPO_ROOT } from './server.mjs';
+
+export const SCHEMA_PATH = path.join(REPO_ROOT, 'schema.graphql');
+export const OPERATIONS_PATH = path.join(REPO_ROOT, 'examples', 'operations.graphql');
+
+export const schemaSource = () => readFileSync(SCHEMA_PATH, 'utf8');
+export const operationsSource = () => readFileSync(OPERATIONS_PATH, 'utf8');
+
+/** Every operation of examples/operations.graphql as a document of its own, by name. */
+export function exampleOperations() {
+  const document = parse(operationsSource());
+  const fragments = document.definitions.filter((d) => d.kind === Kind.FRAGMENT_DEFINITION);
+  const operations = {};
+  for (const definition of document.definitions) {
+    if (definition.kind !== Kind.OPERATION_DEFINITION) continue;
+    if (!definition.name) throw new Error(`${OPERATIONS_PATH}: every operation needs a name`);
+    operations[definition.name.value] = { kind: Kind.DOCUMENT, definitions: [definition, ...fragments] };
+  }
+  return operations;
+}
+
+/** The example operation `name`; throws with a clear message when it is missing. */
+export function exampleOperation(name) {
+  const operation = exampleOperations()[name];
+  if (!operation) throw new Error(`${OPERATIONS_PATH} has no operation named ${name}`);
+  return operation;
+}
