@@ -59,10 +59,10 @@ impl MediaType {
         }
     }
 
-    /// The status of a well-formed HTTP request whose GraphQL request is
-    /// invalid: 400 where the client understands GraphQL over HTTP, and 200
+    /// The status of a well-formed request whose document cannot be parsed or
+    /// validated: 400 where the client understands GraphQL over HTTP, and 200
     /// for legacy `application/json` clients, as the specification says.
-    fn invalid_request_status(self) -> StatusCode {
+    fn invalid_document_status(self) -> StatusCode {
         match self {
             MediaType::GraphqlResponseJson => StatusCode::BAD_REQUEST,
             MediaType::Json => StatusCode::OK,
@@ -118,7 +118,7 @@ pub async fn post(State(state): State<AppState>, headers: HeaderMap, body: Body)
         Ok(value @ Value::Object(_)) => serde_json::from_value::<Params>(value),
         Ok(_) => {
             let message = "The body must be a JSON object with a `query` string.";
-            return invalid_request(media, message);
+            return malformed_request(media, message);
         }
         Err(error) => {
             let message = format!("The body is not valid JSON: {error}.");
@@ -129,7 +129,7 @@ pub async fn post(State(state): State<AppState>, headers: HeaderMap, body: Body)
         Ok(params) => execute(&state, &headers, media, params, OperationsAllowed::All).await,
         Err(error) => {
             let message = format!("The body is not a valid GraphQL request: {error}.");
-            invalid_request(media, &message)
+            malformed_request(media, &message)
         }
     }
 }
@@ -145,17 +145,17 @@ pub async fn get(
         Ok(Query(params)) => params,
         Err(rejection) => {
             let message = format!("The query string is not valid: {}.", rejection.body_text());
-            return invalid_request(media, &message);
+            return malformed_request(media, &message);
         }
     };
     if params.query.is_none() && accepts_html(&headers) {
         return graphiql::page(state.dev_token.as_deref());
     }
     let Ok(variables) = json_object_parameter(params.variables.as_deref()) else {
-        return invalid_request(media, "The `variables` parameter must be a JSON object.");
+        return malformed_request(media, "The `variables` parameter must be a JSON object.");
     };
     let Ok(extensions) = json_object_parameter(params.extensions.as_deref()) else {
-        return invalid_request(media, "The `extensions` parameter must be a JSON object.");
+        return malformed_request(media, "The `extensions` parameter must be a JSON object.");
     };
     let params = Params {
         query: params.query,
@@ -189,7 +189,7 @@ async fn execute(
 ) -> Response {
     let Some(query) = params.query else {
         let message = "The request has no `query`: send the GraphQL document as a string.";
-        return invalid_request(media, message);
+        return malformed_request(media, message);
     };
     let authorization = headers
         .get(header::AUTHORIZATION)
@@ -229,7 +229,7 @@ async fn execute(
         && response.errors.iter().all(|error| error.path.is_empty());
     let mut body = json!({ "errors": response.errors });
     if request_failed {
-        return graphql_response(media, media.invalid_request_status(), body);
+        return graphql_response(media, media.invalid_document_status(), body);
     }
     if response.errors.is_empty() {
         body = json!({});
@@ -328,9 +328,11 @@ fn json_object_parameter(
     text.map_or(Ok(None), serde_json::from_str)
 }
 
-/// A GraphQL request that cannot run: missing or mistyped parameters.
-fn invalid_request(media: MediaType, message: &str) -> Response {
-    request_error(media, media.invalid_request_status(), message)
+/// A request that is not a well-formed GraphQL-over-HTTP request: a missing or
+/// mistyped `query`, `operationName`, `variables` or `extensions`. It gets 400
+/// whatever the media type, as the specification's examples show.
+fn malformed_request(media: MediaType, message: &str) -> Response {
+    request_error(media, StatusCode::BAD_REQUEST, message)
 }
 
 /// A GraphQL-shaped error for a request that was not executed.

@@ -78,7 +78,7 @@ async fn a_body_that_is_not_valid_json_gets_400(backend: Backend) {
     assert!(first_message(response).await.contains("not valid JSON"));
 }
 
-async fn a_request_without_a_valid_query_gets_400_or_errors_by_media_type(backend: Backend) {
+async fn a_request_without_a_valid_query_or_parameters_gets_400(backend: Backend) {
     let app = spawn_app(backend).await;
     let invalid = [
         r#"{}"#,
@@ -88,16 +88,30 @@ async fn a_request_without_a_valid_query_gets_400_or_errors_by_media_type(backen
         r#"{"query":"{ a }","extensions":"no"}"#,
     ];
     for body in invalid {
-        let response = post_raw(&app, &[JSON, ("accept", GRAPHQL_RESPONSE_JSON)], body).await;
-        assert_eq!(response.status(), 400, "{body}");
-        let response = post_raw(&app, &[JSON, ("accept", "application/json")], body).await;
-        assert_eq!(
-            response.status(),
-            200,
-            "{body}: legacy clients get 200 and errors"
-        );
-        assert!(!first_message(response).await.is_empty(), "{body}");
+        for accept in [GRAPHQL_RESPONSE_JSON, "application/json", "*/*"] {
+            let response = post_raw(&app, &[JSON, ("accept", accept)], body).await;
+            assert_eq!(response.status(), 400, "{body} with Accept: {accept}");
+            assert!(!first_message(response).await.is_empty(), "{body}");
+        }
     }
+    let response = app
+        .client
+        .get(app.graphql_url())
+        .query(&[
+            ("query", "{ onboardingState { id } }"),
+            ("variables", "[1]"),
+        ])
+        .bearer_auth(token("alice", &[]))
+        .send()
+        .await
+        .expect("the server answers");
+    assert_eq!(
+        response.status(),
+        400,
+        "query-string variables must be an object"
+    );
+    assert!(first_message(response).await.contains("`variables`"));
+    assert_eq!(app.db.count_all_rows().await, 0);
 }
 
 async fn a_batch_of_operations_is_refused_with_400(backend: Backend) {
@@ -370,7 +384,7 @@ on_both_backends!(
     a_post_whose_content_type_is_not_json_is_refused_with_415,
     a_json_content_type_with_a_charset_is_accepted,
     a_body_that_is_not_valid_json_gets_400,
-    a_request_without_a_valid_query_gets_400_or_errors_by_media_type,
+    a_request_without_a_valid_query_or_parameters_gets_400,
     a_batch_of_operations_is_refused_with_400,
     a_body_over_64_kib_gets_413,
     a_query_over_get_runs,
