@@ -495,20 +495,30 @@ impl ServerProcess {
         self.child.wait().expect("the killed server is reaped");
     }
 
-    /// Sends SIGTERM and waits for the process to exit.
-    pub async fn terminate(mut self) -> std::process::ExitStatus {
+    /// Sends SIGTERM, without waiting for the process to act on it.
+    pub fn send_sigterm(&self) {
         let status = std::process::Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
             .expect("kill -TERM");
         assert!(status.success(), "SIGTERM delivered");
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub async fn terminate(self) -> std::process::ExitStatus {
+        self.send_sigterm();
+        self.exit_status().await
+    }
+
+    /// Waits for the process to exit on its own, for at most 10 s.
+    pub async fn exit_status(mut self) -> std::process::ExitStatus {
         for _ in 0..100 {
             if let Some(status) = self.child.try_wait().expect("wait") {
                 return status;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("the server did not stop within 10 s of SIGTERM");
+        panic!("the server did not exit within 10 s");
     }
 }
 

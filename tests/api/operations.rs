@@ -130,8 +130,61 @@ async fn sigterm_stops_the_server_cleanly(backend: Backend) {
     assert!(status.success(), "exit status {status}");
 }
 
+async fn sigterm_lets_an_in_flight_request_finish_before_the_server_exits(backend: Backend) {
+    use std::io::{Read, Write};
+    let db = TestDatabase::create(backend).await;
+    let server = ServerProcess::start(&db.url, &[]).await;
+    let body = r#"{"query":"mutation { setOnboardingStep(step: 4) { currentStep } }"}"#;
+    let (sent_first, sent_after_sigterm) = body.split_at(body.len() / 2);
+    let address = server.address.trim_start_matches("http://").to_owned();
+    let mut stream = std::net::TcpStream::connect(&address).expect("connect");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("read timeout");
+    let head = format!(
+        "POST /graphql HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
+         Authorization: Bearer {}\r\nContent-Length: {}\r\n\r\n",
+        token("alice", &[]),
+        body.len()
+    );
+    stream
+        .write_all(format!("{head}{sent_first}").as_bytes())
+        .expect("send the start of the request");
+
+    server.send_sigterm();
+    while server
+        .logged("shutting down: finishing in-flight requests")
+        .is_none()
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    stream
+        .write_all(sent_after_sigterm.as_bytes())
+        .expect("send the rest of the request");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .expect("the whole response");
+
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains(r#"{"data":{"setOnboardingStep":{"currentStep":4}}}"#));
+    assert!(server.exit_status().await.success());
+    let restarted = ServerProcess::start(&db.url, &[]).await;
+    let read: Value = post(
+        &restarted.graphql_url(),
+        "alice",
+        "{ onboardingState { currentStep } }",
+    )
+    .await
+    .json()
+    .await
+    .expect("JSON");
+    assert_eq!(read["data"]["onboardingState"]["currentStep"], 4);
+}
+
 on_both_backends!(
     healthz_and_readyz_answer_200_while_all_is_well,
+    sigterm_lets_an_in_flight_request_finish_before_the_server_exits,
     an_acknowledged_mutation_survives_sigkill,
     the_server_logs_state_creation_and_completion_with_the_user_id,
     an_internal_error_shows_only_a_request_id_that_the_log_also_carries,
