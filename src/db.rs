@@ -2,12 +2,13 @@
 //! embedded migrations, and the statements that read and write states.
 //!
 //! Both backends run the same statements: `$N` parameters, `on conflict`
-//! upserts and `returning` mean the same in SQLite and Postgres.
+//! upserts and `returning` mean the same in SQLite and Postgres. Only the
+//! `updated_at` a write sets is worked out per dialect (see `Upserts`).
 
 use std::str::FromStr;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
@@ -44,39 +45,77 @@ const CREATE_IF_MISSING: &str = concat!(
     ") values ($1, false, 0, null, $2, $2) on conflict (user_id) do nothing"
 );
 
+const LAST_UPDATED: &str = "select updated_at from onboarding_state where user_id = $1";
+
 /// One atomic statement that creates the state with `$values` or, when it
 /// exists, updates it with `$set`. `$1` is the user id, `$2` the step, `$3` now.
 macro_rules! upsert {
-    ($values:literal, $set:literal) => {
+    ($values:literal, $($set:tt)+) => {
         concat!(
             "insert into onboarding_state (",
             columns!(),
             ") values ",
             $values,
             " on conflict (user_id) do update set ",
-            $set,
+            $($set)+,
             " returning ",
             columns!()
         )
     };
 }
 
-const COMPLETE: &str = upsert!(
-    "($1, true, $2, $3, $3, $3)",
-    "is_completed = true, current_step = excluded.current_step, \
-     completed_at = excluded.completed_at, updated_at = excluded.updated_at"
+/// The upserts of one dialect, given the expression for the time a write sets.
+struct Upserts {
+    complete: &'static str,
+    set_step: &'static str,
+    reset: &'static str,
+}
+
+macro_rules! upserts {
+    ($written_at:literal) => {
+        Upserts {
+            complete: upsert!(
+                "($1, true, $2, $3, $3, $3)",
+                "is_completed = true, current_step = excluded.current_step, completed_at = ",
+                $written_at,
+                ", updated_at = ",
+                $written_at
+            ),
+            set_step: upsert!(
+                "($1, false, $2, null, $3, $3)",
+                "current_step = excluded.current_step, updated_at = ",
+                $written_at
+            ),
+            reset: upsert!(
+                "($1, false, $2, null, $3, $3)",
+                "is_completed = false, current_step = excluded.current_step, \
+                 completed_at = null, updated_at = ",
+                $written_at
+            ),
+        }
+    };
+}
+
+/// SQLite's text timestamps have no microsecond arithmetic: its one writer
+/// reads the stored `updated_at` and moves the write's time past it in Rust.
+const SQLITE_UPSERTS: Upserts = upserts!("excluded.updated_at");
+
+/// Postgres writers run side by side (and on replicas whose clocks differ), so
+/// the statement itself moves the write's time past the stored one.
+const POSTGRES_UPSERTS: Upserts = upserts!(
+    "greatest(excluded.updated_at, onboarding_state.updated_at + interval '1 microsecond')"
 );
 
-const SET_STEP: &str = upsert!(
-    "($1, false, $2, null, $3, $3)",
-    "current_step = excluded.current_step, updated_at = excluded.updated_at"
-);
-
-const RESET: &str = upsert!(
-    "($1, false, $2, null, $3, $3)",
-    "is_completed = false, current_step = excluded.current_step, \
-     completed_at = null, updated_at = excluded.updated_at"
-);
+impl Upserts {
+    /// The statement for `change` and the step it binds as `$2`.
+    fn of(&self, change: Change) -> (&'static str, Step) {
+        match change {
+            Change::Complete(step) => (self.complete, step),
+            Change::SetStep(step) => (self.set_step, step),
+            Change::Reset => (self.reset, Step::FIRST),
+        }
+    }
+}
 
 /// Connections to whichever database `DATABASE_URL` names.
 #[derive(Debug, Clone)]
@@ -208,6 +247,9 @@ impl Db {
     }
 
     /// Applies `change` in one atomic upsert that also creates a missing state.
+    /// The time it writes is `now`, or a microsecond past the stored
+    /// `updated_at` when the clock has not moved beyond it, so the write that
+    /// lands last always carries the latest `updated_at`.
     #[tracing::instrument(skip_all)]
     pub async fn apply(
         &self,
@@ -215,18 +257,38 @@ impl Db {
         change: Change,
         now: DateTime<Utc>,
     ) -> Result<OnboardingState, sqlx::Error> {
-        let (statement, step) = match change {
-            Change::Complete(step) => (COMPLETE, step),
-            Change::SetStep(step) => (SET_STEP, step),
-            Change::Reset => (RESET, Step::FIRST),
-        };
-        on_pool!(self, write, pool => {
-            sqlx::query_as(statement)
-                .bind(user_id.as_str())
-                .bind(step.get())
-                .bind(now)
-                .fetch_one(pool)
-                .await
-        })
+        match self {
+            Db::Sqlite { write, .. } => {
+                let (statement, step) = SQLITE_UPSERTS.of(change);
+                // `begin immediate` takes the write lock before the read, so no
+                // writer, not even another process, comes in between.
+                let mut transaction = write.begin_with("begin immediate").await?;
+                let last_updated: Option<DateTime<Utc>> = sqlx::query_scalar(LAST_UPDATED)
+                    .bind(user_id.as_str())
+                    .fetch_optional(&mut *transaction)
+                    .await?;
+                let written_at = last_updated
+                    .map(|last| last + TimeDelta::microseconds(1))
+                    .filter(|next| *next > now)
+                    .unwrap_or(now);
+                let state = sqlx::query_as(statement)
+                    .bind(user_id.as_str())
+                    .bind(step.get())
+                    .bind(written_at)
+                    .fetch_one(&mut *transaction)
+                    .await?;
+                transaction.commit().await?;
+                Ok(state)
+            }
+            Db::Postgres(pool) => {
+                let (statement, step) = POSTGRES_UPSERTS.of(change);
+                sqlx::query_as(statement)
+                    .bind(user_id.as_str())
+                    .bind(step.get())
+                    .bind(now)
+                    .fetch_one(pool)
+                    .await
+            }
+        }
     }
 }

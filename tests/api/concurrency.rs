@@ -100,8 +100,48 @@ async fn concurrent_step_changes_leave_the_state_one_of_them_wrote(backend: Back
     );
 }
 
+async fn racing_writes_each_move_updated_at_forward_and_the_latest_one_wins(backend: Backend) {
+    let app = spawn_app(backend).await;
+
+    let bodies = all_at_once(&app, "alice", 100, |i| {
+        format!("mutation {{ setOnboardingStep(step: {i}) {{ currentStep updatedAt }} }}")
+    })
+    .await;
+
+    // RFC 3339 with a fixed width orders as text.
+    let mut written: Vec<(String, i64)> = bodies
+        .iter()
+        .map(|body| {
+            let state = &body["data"]["setOnboardingStep"];
+            let updated_at = state["updatedAt"].as_str().expect("updatedAt").to_owned();
+            (
+                updated_at,
+                state["currentStep"].as_i64().expect("currentStep"),
+            )
+        })
+        .collect();
+    written.sort();
+    written.dedup_by(|a, b| a.0 == b.0);
+    assert_eq!(written.len(), 100, "every write has its own updatedAt");
+    let (latest_at, latest_step) = written.last().expect("writes");
+    let body = app
+        .graphql_as(
+            Some("alice"),
+            "{ onboardingState { currentStep updatedAt } }",
+            json!({}),
+        )
+        .await;
+    let state = &body["data"]["onboardingState"];
+    assert_eq!(
+        (state["updatedAt"].as_str(), state["currentStep"].as_i64()),
+        (Some(latest_at.as_str()), Some(*latest_step)),
+        "a later read sees the write with the latest updatedAt"
+    );
+}
+
 on_both_backends!(
     hundreds_of_concurrent_first_accesses_make_exactly_one_row,
     concurrent_first_mutations_all_succeed_and_leave_one_row,
     concurrent_step_changes_leave_the_state_one_of_them_wrote,
+    racing_writes_each_move_updated_at_forward_and_the_latest_one_wins,
 );
