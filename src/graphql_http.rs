@@ -13,6 +13,7 @@ use serde_json::{Map, Value, json};
 
 use crate::app::AppState;
 use crate::auth::TokenError;
+use crate::error::{Error, RequestErrorCode};
 use crate::graphiql;
 use crate::graphql::RequestId;
 
@@ -212,9 +213,12 @@ async fn execute(
         request = request.data(RequestId(id.to_owned()));
     }
     let operation_name = request.operation_name.clone();
+    // Parsed once here; `execute` reuses the document.
+    let operation = request
+        .parsed_query()
+        .map(|document| selected_operation(document, operation_name.as_deref()));
     if allowed == OperationsAllowed::QueriesOnly
-        && let Ok(document) = request.parsed_query()
-        && selected_operation(document, operation_name.as_deref()) == Some(OperationType::Mutation)
+        && matches!(operation, Ok(Some(OperationType::Mutation)))
     {
         let message = "Mutations must be sent with POST.";
         let mut response = request_error(media, StatusCode::METHOD_NOT_ALLOWED, message);
@@ -223,14 +227,25 @@ async fn execute(
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return response;
     }
-    let response = state.schema.execute(request).await;
+    let mut response = state.schema.execute(request).await;
     let request_failed = response.data == async_graphql::Value::Null
         && !response.errors.is_empty()
         && response.errors.iter().all(|error| error.path.is_empty());
-    let mut body = json!({ "errors": response.errors });
     if request_failed {
+        let code = match operation {
+            Err(_) => RequestErrorCode::ParseFailed,
+            Ok(_) => RequestErrorCode::ValidationFailed,
+        };
+        for error in &mut response.errors {
+            error
+                .extensions
+                .get_or_insert_with(Default::default)
+                .set("code", code.as_str());
+        }
+        let body = json!({ "errors": response.errors });
         return graphql_response(media, media.invalid_document_status(), body);
     }
+    let mut body = json!({ "errors": response.errors });
     if response.errors.is_empty() {
         body = json!({});
     }
@@ -337,15 +352,16 @@ fn malformed_request(media: MediaType, message: &str) -> Response {
 
 /// A GraphQL-shaped error for a request that was not executed.
 fn request_error(media: MediaType, status: StatusCode, message: &str) -> Response {
-    graphql_response(media, status, json!({ "errors": [{ "message": message }] }))
+    let code = RequestErrorCode::BadRequest.as_str();
+    let body = json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
+    graphql_response(media, status, body)
 }
 
 /// A 401 for a token that failed a check, as RFC 6750 describes.
 fn unauthorized(media: MediaType, error: &TokenError) -> Response {
     let message = error.to_string();
-    let body = json!({
-        "errors": [{ "message": message, "extensions": { "code": "UNAUTHENTICATED" } }]
-    });
+    let code = Error::Unauthenticated.code();
+    let body = json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
     let mut response = graphql_response(media, StatusCode::UNAUTHORIZED, body);
     let challenge = format!("Bearer error=\"invalid_token\", error_description=\"{message}\"");
     if let Ok(challenge) = HeaderValue::from_str(&challenge.replace('`', "'")) {

@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, TestApp, spawn_app, token};
+use crate::helpers::{Backend, TestApp, error_code, spawn_app, token};
 use crate::on_both_backends;
 
 const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
@@ -238,6 +238,46 @@ async fn a_parse_error_gets_200_with_errors_when_the_client_accepts_only_json(ba
     assert!(body["errors"][0]["message"].is_string());
 }
 
+async fn a_refused_request_says_why_in_extensions_code(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let oversized = format!(r#"{{"query":"{{ a }}{}"}}"#, " ".repeat(64 * 1024));
+    let json = "application/json";
+    let cases = [
+        ("text/plain", STATE.to_owned(), "BAD_REQUEST"),
+        (json, r#"{"query":"#.to_owned(), "BAD_REQUEST"),
+        (json, format!("[{STATE}]"), "BAD_REQUEST"),
+        (json, oversized, "BAD_REQUEST"),
+        (
+            json,
+            r#"{"query":"{ onboardingState { "}"#.to_owned(),
+            "GRAPHQL_PARSE_FAILED",
+        ),
+        (
+            json,
+            r#"{"query":"{ onboardingState { nope } }"}"#.to_owned(),
+            "GRAPHQL_VALIDATION_FAILED",
+        ),
+    ];
+    for (content_type, body, expected) in cases {
+        for accept in [GRAPHQL_RESPONSE_JSON, "application/json"] {
+            let headers = [("content-type", content_type), ("accept", accept)];
+            let response = post_raw(&app, &headers, body.clone()).await;
+            let body: Value = response.json().await.expect("a GraphQL-shaped JSON body");
+            assert_eq!(error_code(&body), expected, "{body} with Accept: {accept}");
+        }
+    }
+    let response = app
+        .client
+        .get(app.graphql_url())
+        .query(&[("query", "mutation { resetOnboarding { id } }")])
+        .bearer_auth(token("alice", &[]))
+        .send()
+        .await
+        .expect("the server answers");
+    let body: Value = response.json().await.expect("JSON");
+    assert_eq!(error_code(&body), "BAD_REQUEST", "a mutation over GET");
+}
+
 async fn the_reply_is_graphql_response_json_when_accepted_and_json_otherwise(backend: Backend) {
     let app = spawn_app(backend).await;
     let cases = [
@@ -381,6 +421,7 @@ async fn cross_origin_calls_are_allowed_only_from_configured_origins(backend: Ba
 }
 
 on_both_backends!(
+    a_refused_request_says_why_in_extensions_code,
     a_post_whose_content_type_is_not_json_is_refused_with_415,
     a_json_content_type_with_a_charset_is_accepted,
     a_body_that_is_not_valid_json_gets_400,
