@@ -14,11 +14,23 @@ pub struct Cli {
     pub command: Command,
 
     /// Log filter, in `tracing` EnvFilter syntax (e.g. `info,sqlx=warn`).
-    #[arg(long, env = "RUST_LOG", default_value = "info", global = true)]
+    #[arg(
+        long,
+        env = "RUST_LOG",
+        default_value = "info",
+        global = true,
+        help_heading = "Logging"
+    )]
     pub log_filter: String,
 
     /// Log line format: `pretty` for people, `json` for log collectors.
-    #[arg(long, env = "LOG_FORMAT", default_value = "pretty", global = true)]
+    #[arg(
+        long,
+        env = "LOG_FORMAT",
+        default_value = "pretty",
+        global = true,
+        help_heading = "Logging"
+    )]
     pub log_format: LogFormat,
 }
 

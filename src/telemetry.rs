@@ -1,6 +1,8 @@
 //! Logging: one `tracing` subscriber, human-readable or JSON, always on stderr
 //! so that `schema` and `token` keep stdout for their output.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
@@ -15,11 +17,13 @@ pub fn init(filter: &str, format: LogFormat) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match format {
-        LogFormat::Pretty => builder.init(),
+        // Colours for a terminal only: not as escape codes in a log file.
+        LogFormat::Pretty => builder.with_ansi(std::io::stderr().is_terminal()).init(),
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
             .with_current_span(true)
+            .with_span_list(false)
             .init(),
     }
     if let Some(error) = filter_error {
