@@ -7,11 +7,24 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
+/// sqlx relays every Postgres NOTICE at info, such as "relation
+/// `_sqlx_migrations` already exists, skipping" on each start: kept out of
+/// the log unless the filter names sqlx itself.
+const QUIET_POSTGRES_NOTICES: &str = "sqlx::postgres::notice=warn";
+
 /// Installs the global subscriber. An invalid filter falls back to `info` with a warning.
 pub fn init(filter: &str, format: LogFormat) {
-    let (filter, filter_error) = match EnvFilter::try_new(filter) {
+    let directives = if filter.contains("sqlx") {
+        filter.to_owned()
+    } else {
+        format!("{filter},{QUIET_POSTGRES_NOTICES}")
+    };
+    let (filter, filter_error) = match EnvFilter::try_new(directives) {
         Ok(filter) => (filter, None),
-        Err(error) => (EnvFilter::new("info"), Some(error)),
+        Err(error) => (
+            EnvFilter::new(format!("info,{QUIET_POSTGRES_NOTICES}")),
+            Some(error),
+        ),
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
