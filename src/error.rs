@@ -58,7 +58,8 @@ pub enum RequestErrorCode {
     BadRequest,
     /// The document is not valid GraphQL syntax.
     ParseFailed,
-    /// The document does not fit the schema, its variables or its limits.
+    /// The document does not fit the schema or its limits, or an argument or
+    /// variable value does not fit its type, or a required variable is missing.
     ValidationFailed,
 }
 

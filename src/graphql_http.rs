@@ -2,7 +2,9 @@
 //! and the bearer token, before and after async-graphql executes a request.
 
 use async_graphql::Variables;
-use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationType};
+use async_graphql::parser::types::{
+    DocumentOperations, ExecutableDocument, OperationDefinition, OperationType,
+};
 use axum::body::Body;
 use axum::extract::{Query, State, rejection::QueryRejection};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -199,6 +201,13 @@ async fn execute(
         Ok(viewer) => viewer,
         Err(error) => return unauthorized(media, &error),
     };
+    let provided: Vec<String> = params
+        .variables
+        .iter()
+        .flatten()
+        .filter(|(_, value)| !value.is_null())
+        .map(|(name, _)| name.clone())
+        .collect();
     let mut request = async_graphql::Request::new(query).data(viewer);
     if let Some(name) = params.operation_name {
         request = request.operation_name(name);
@@ -214,34 +223,47 @@ async fn execute(
     }
     let operation_name = request.operation_name.clone();
     // Parsed once here; `execute` reuses the document.
-    let operation = request
-        .parsed_query()
-        .map(|document| selected_operation(document, operation_name.as_deref()));
-    if allowed == OperationsAllowed::QueriesOnly
-        && matches!(operation, Ok(Some(OperationType::Mutation)))
-    {
-        let message = "Mutations must be sent with POST.";
-        let mut response = request_error(media, StatusCode::METHOD_NOT_ALLOWED, message);
-        response
-            .headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("POST"));
-        return response;
+    let operation = request.parsed_query().map(|document| {
+        selected_operation(document, operation_name.as_deref())
+            .map(|operation| (operation.ty, missing_variable(operation, &provided)))
+    });
+    let parsed = operation.is_ok();
+    match operation {
+        Ok(Some((OperationType::Mutation, _))) if allowed == OperationsAllowed::QueriesOnly => {
+            let message = "Mutations must be sent with POST.";
+            let mut response = request_error(media, StatusCode::METHOD_NOT_ALLOWED, message);
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            return response;
+        }
+        Ok(Some((_, Some(message)))) => {
+            let code = RequestErrorCode::ValidationFailed.as_str();
+            let body =
+                json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
+            return graphql_response(media, media.invalid_document_status(), body);
+        }
+        _ => {}
     }
     let mut response = state.schema.execute(request).await;
-    let request_failed = response.data == async_graphql::Value::Null
-        && !response.errors.is_empty()
-        && response.errors.iter().all(|error| error.path.is_empty());
-    if request_failed {
-        let code = match operation {
-            Err(_) => RequestErrorCode::ParseFailed,
-            Ok(_) => RequestErrorCode::ValidationFailed,
-        };
-        for error in &mut response.errors {
-            error
-                .extensions
-                .get_or_insert_with(Default::default)
-                .set("code", code.as_str());
+    // The service's own errors carry a code. The others are async-graphql
+    // refusing the request itself: its document, or an argument or variable
+    // value that does not fit its type.
+    let mut refused = !response.errors.is_empty();
+    for error in &mut response.errors {
+        let extensions = error.extensions.get_or_insert_with(Default::default);
+        if extensions.get("code").is_some() {
+            refused = false;
+            continue;
         }
+        let code = if parsed {
+            RequestErrorCode::ValidationFailed
+        } else {
+            RequestErrorCode::ParseFailed
+        };
+        extensions.set("code", code.as_str());
+    }
+    if refused && response.data == async_graphql::Value::Null {
         let body = json!({ "errors": response.errors });
         return graphql_response(media, media.invalid_document_status(), body);
     }
@@ -253,16 +275,40 @@ async fn execute(
     graphql_response(media, StatusCode::OK, body)
 }
 
-/// The type of the operation a request would run, if the document names it.
-fn selected_operation(document: &ExecutableDocument, name: Option<&str>) -> Option<OperationType> {
+/// The operation a request would run, if the document names it.
+fn selected_operation<'a>(
+    document: &'a ExecutableDocument,
+    name: Option<&str>,
+) -> Option<&'a OperationDefinition> {
     match (&document.operations, name) {
-        (DocumentOperations::Single(operation), _) => Some(operation.node.ty),
+        (DocumentOperations::Single(operation), _) => Some(&operation.node),
         (DocumentOperations::Multiple(operations), Some(name)) => operations
             .iter()
             .find(|(operation_name, _)| operation_name.as_str() == name)
-            .map(|(_, operation)| operation.node.ty),
+            .map(|(_, operation)| &operation.node),
         (DocumentOperations::Multiple(_), None) => None,
     }
+}
+
+/// Why a request that leaves out a required variable cannot run, as the
+/// specification's variable coercion says, before anything executes.
+fn missing_variable(operation: &OperationDefinition, provided: &[String]) -> Option<String> {
+    operation
+        .variable_definitions
+        .iter()
+        .map(|definition| &definition.node)
+        .find(|definition| {
+            definition.default_value().is_none()
+                && !provided
+                    .iter()
+                    .any(|name| *name == definition.name.node.as_str())
+        })
+        .map(|definition| {
+            format!(
+                "Variable `${}` of type `{}` needs a value in `variables`.",
+                definition.name.node, definition.var_type.node
+            )
+        })
 }
 
 /// Why a body was not read.

@@ -278,6 +278,41 @@ async fn a_refused_request_says_why_in_extensions_code(backend: Backend) {
     assert_eq!(error_code(&body), "BAD_REQUEST", "a mutation over GET");
 }
 
+async fn a_value_that_does_not_fit_its_type_or_a_missing_variable_is_a_validation_error(
+    backend: Backend,
+) {
+    let app = spawn_app(backend).await;
+    let step = "mutation($step: Int!) { setOnboardingStep(step: $step) { currentStep } }";
+    let requests = [
+        json!({ "query": "mutation { setOnboardingStep(step: 2147483648) { currentStep } }" }),
+        json!({ "query": step, "variables": { "step": 2147483648_i64 } }),
+        json!({ "query": step, "variables": { "step": "three" } }),
+        json!({ "query": step, "variables": { "step": null } }),
+        json!({ "query": step }),
+    ];
+    for request in requests {
+        for (accept, status) in [(GRAPHQL_RESPONSE_JSON, 400), ("application/json", 200)] {
+            let response = post_raw(&app, &[JSON, ("accept", accept)], request.to_string()).await;
+            assert_eq!(response.status(), status, "{request} with Accept: {accept}");
+            let body: Value = response.json().await.expect("JSON");
+            assert_eq!(
+                error_code(&body),
+                "GRAPHQL_VALIDATION_FAILED",
+                "{request}: {body}"
+            );
+            assert!(body.get("data").is_none(), "{request}: {body}");
+        }
+    }
+    let body: Value = post_raw(&app, &[JSON], json!({ "query": step }).to_string())
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    let message = body["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("`$step`"), "{message}");
+    assert_eq!(app.db.count_all_rows().await, 0, "nothing was written");
+}
+
 async fn the_reply_is_graphql_response_json_when_accepted_and_json_otherwise(backend: Backend) {
     let app = spawn_app(backend).await;
     let cases = [
@@ -422,6 +457,7 @@ async fn cross_origin_calls_are_allowed_only_from_configured_origins(backend: Ba
 
 on_both_backends!(
     a_refused_request_says_why_in_extensions_code,
+    a_value_that_does_not_fit_its_type_or_a_missing_variable_is_a_validation_error,
     a_post_whose_content_type_is_not_json_is_refused_with_415,
     a_json_content_type_with_a_charset_is_accepted,
     a_body_that_is_not_valid_json_gets_400,
