@@ -63,7 +63,10 @@ pub enum TokenError {
     NotYetValid,
     #[error("The bearer token was issued for another issuer or audience.")]
     WrongIssuerOrAudience,
-    #[error("The bearer token must carry `sub` (1 to 255 bytes) and `exp` claims.")]
+    #[error(
+        "The bearer token's claims are malformed: it needs `sub` (a string of 1 to 255 bytes, \
+         no NUL) and `exp` (a number), and `roles`, when present, must be an array of strings."
+    )]
     BadClaims,
     #[error("The bearer token is not a valid token signed for this service.")]
     Invalid,
@@ -86,6 +89,16 @@ pub enum KeyError {
     },
     #[error("JWT_PUBLIC_KEY_FILE {0} is not a PEM RSA, P-256 or Ed25519 public key")]
     NotAPublicKey(String),
+    #[error(
+        "JWT_PUBLIC_KEY_FILE {0} holds a private key: give its public half \
+         (`openssl pkey -in PRIVATE.pem -pubout`) and keep the private key with the token issuer"
+    )]
+    PrivateKey(String),
+    #[error(
+        "JWT_PUBLIC_KEY_FILE {0} is an elliptic-curve key on a curve other than P-256; \
+         ES256 needs a P-256 (prime256v1) key"
+    )]
+    UnsupportedCurve(String),
     #[error("cannot sign the token: {0}")]
     Signing(#[source] jsonwebtoken::errors::Error),
 }
@@ -171,9 +184,10 @@ fn token_error(kind: &ErrorKind) -> TokenError {
         ErrorKind::ExpiredSignature => TokenError::Expired,
         ErrorKind::ImmatureSignature => TokenError::NotYetValid,
         ErrorKind::InvalidIssuer | ErrorKind::InvalidAudience => TokenError::WrongIssuerOrAudience,
-        ErrorKind::MissingRequiredClaim(_) | ErrorKind::InvalidClaimFormat(_) => {
-            TokenError::BadClaims
-        }
+        // `Json`: the signature held, but a claim has the wrong shape.
+        ErrorKind::MissingRequiredClaim(_)
+        | ErrorKind::InvalidClaimFormat(_)
+        | ErrorKind::Json(_) => TokenError::BadClaims,
         _ => TokenError::Invalid,
     }
 }
@@ -185,18 +199,37 @@ fn checked_secret(secret: &str) -> Result<&[u8], KeyError> {
     Ok(secret.as_bytes())
 }
 
-/// Reads a PEM public key and the one algorithm it verifies.
+/// Reads a PEM public key and the one algorithm it verifies. Keys that could
+/// never verify a token refuse to load, rather than refusing every token.
 fn public_key(path: &std::path::Path) -> Result<(DecodingKey, Algorithm), KeyError> {
     let shown = path.display().to_string();
-    let pem = std::fs::read(path).map_err(|source| KeyError::Unreadable {
+    let text = std::fs::read(path).map_err(|source| KeyError::Unreadable {
         path: shown.clone(),
         source,
     })?;
-    DecodingKey::from_rsa_pem(&pem)
-        .map(|key| (key, Algorithm::RS256))
-        .or_else(|_| DecodingKey::from_ec_pem(&pem).map(|key| (key, Algorithm::ES256)))
-        .or_else(|_| DecodingKey::from_ed_pem(&pem).map(|key| (key, Algorithm::EdDSA)))
+    let pem = pem::parse(&text).map_err(|_| KeyError::NotAPublicKey(shown.clone()))?;
+    if pem.tag().contains("PRIVATE") {
+        return Err(KeyError::PrivateKey(shown));
+    }
+    if let Ok(key) = DecodingKey::from_rsa_pem(&text) {
+        return Ok((key, Algorithm::RS256));
+    }
+    if let Ok(key) = DecodingKey::from_ec_pem(&text) {
+        return if names_p256(pem.contents()) {
+            Ok((key, Algorithm::ES256))
+        } else {
+            Err(KeyError::UnsupportedCurve(shown))
+        };
+    }
+    DecodingKey::from_ed_pem(&text)
+        .map(|key| (key, Algorithm::EdDSA))
         .map_err(|_| KeyError::NotAPublicKey(shown))
+}
+
+/// Whether a DER public key names the P-256 curve (OID 1.2.840.10045.3.1.7).
+fn names_p256(der: &[u8]) -> bool {
+    const P256_OID: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+    der.windows(P256_OID.len()).any(|window| window == P256_OID)
 }
 
 /// What `onboarding token` signs.

@@ -82,7 +82,12 @@ pub struct DatabaseArgs {
     pub database_url: String,
 
     /// Most database connections the server holds open at once.
-    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
+    #[arg(
+        long,
+        env = "DATABASE_MAX_CONNECTIONS",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
     pub database_max_connections: u32,
 }
 
@@ -125,7 +130,7 @@ pub struct TokenArgs {
     pub role: Vec<String>,
 
     /// How long the token is valid, e.g. `15m`, `1h`, `7d`.
-    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "1h", value_parser = parse_ttl)]
     pub ttl: Duration,
 
     /// Sign with the built-in development secret that `serve --dev` accepts,
@@ -144,4 +149,14 @@ pub struct TokenArgs {
     /// `aud` claim to include (the server's `JWT_AUDIENCE`).
     #[arg(long, env = "JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
+}
+
+/// A token lifetime such as `15m` or `7d`, at most ten years.
+fn parse_ttl(text: &str) -> Result<Duration, String> {
+    const TEN_YEARS: Duration = Duration::from_secs(10 * 366 * 24 * 60 * 60);
+    let ttl = humantime::parse_duration(text).map_err(|error| error.to_string())?;
+    if ttl > TEN_YEARS {
+        return Err("at most ten years (e.g. `3650d`)".to_owned());
+    }
+    Ok(ttl)
 }

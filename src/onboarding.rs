@@ -7,7 +7,7 @@ use crate::auth::Viewer;
 use crate::db::Db;
 use crate::error::{Error, Result};
 
-/// A user id as the auth provider gives it in `sub`: 1 to 255 bytes.
+/// A user id as the auth provider gives it in `sub`: 1 to 255 bytes, no NUL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserId(String);
 
@@ -21,6 +21,12 @@ impl UserId {
                 Self::MAX_BYTES,
                 value.len()
             )));
+        }
+        // Postgres text cannot hold NUL; SQLite could, so both refuse it alike.
+        if value.contains('\0') {
+            return Err(Error::BadUserInput(
+                "userId must not contain NUL characters.".to_owned(),
+            ));
         }
         Ok(Self(value))
     }

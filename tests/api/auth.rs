@@ -262,15 +262,35 @@ async fn an_admin_may_read_and_change_another_users_state(backend: Backend) {
     );
 }
 
-async fn an_admin_passing_an_over_long_user_id_gets_bad_user_input(backend: Backend) {
+async fn an_admin_passing_an_over_long_or_nul_user_id_gets_bad_user_input(backend: Backend) {
     let app = spawn_app(backend).await;
-    let body = app
-        .graphql_as_admin(
-            "query($id: String) { onboardingState(userId: $id) { id } }",
-            json!({ "id": "x".repeat(256) }),
-        )
-        .await;
-    assert_eq!(error_code(&body), "BAD_USER_INPUT");
+    for id in ["x".repeat(256), "a\u{0}b".to_owned()] {
+        let body = app
+            .graphql_as_admin(
+                "query($id: String) { onboardingState(userId: $id) { id } }",
+                json!({ "id": id }),
+            )
+            .await;
+        assert_eq!(error_code(&body), "BAD_USER_INPUT", "{body}");
+    }
+    assert_eq!(app.db.count_all_rows().await, 0);
+}
+
+async fn a_token_whose_claims_have_the_wrong_shape_is_refused_and_says_so(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let exp = unix_now() + 3600;
+    for claims in [
+        json!({ "sub": "alice", "exp": exp, "roles": "admin" }),
+        json!({ "sub": 42, "exp": exp }),
+        json!({ "sub": "a\u{0}b", "exp": exp }),
+    ] {
+        let body = assert_refused(query_with_token(&app, &hs256(&claims, SECRET)).await).await;
+        let message = body["errors"][0]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("claims are malformed"),
+            "{claims}: {message}"
+        );
+    }
     assert_eq!(app.db.count_all_rows().await, 0);
 }
 
@@ -304,6 +324,7 @@ on_both_backends!(
     a_user_acting_on_another_user_is_forbidden_and_nothing_is_written,
     a_user_may_name_itself_as_user_id,
     an_admin_may_read_and_change_another_users_state,
-    an_admin_passing_an_over_long_user_id_gets_bad_user_input,
+    an_admin_passing_an_over_long_or_nul_user_id_gets_bad_user_input,
+    a_token_whose_claims_have_the_wrong_shape_is_refused_and_says_so,
     the_admin_role_is_the_one_configured,
 );

@@ -59,6 +59,57 @@ fn serve_dev_refuses_to_bind_a_non_loopback_address() {
 }
 
 #[test]
+fn serve_refuses_a_public_key_file_that_could_never_verify_a_token() {
+    let keys = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/api/keys");
+    for (file, expected) in [
+        ("rsa-private.pem", "private key"),
+        ("ed25519-private.pem", "private key"),
+        ("ec-p384-public.pem", "P-256"),
+    ] {
+        let path = keys.join(file);
+        let path = path.to_str().expect("a UTF-8 path");
+        // A database it cannot open: a key that loads would still stop it.
+        let output = run(
+            &["serve"],
+            &[
+                ("JWT_PUBLIC_KEY_FILE", path),
+                ("DATABASE_URL", "mysql://nowhere"),
+            ],
+        );
+        assert!(!output.status.success(), "{file} refused");
+        let message = stderr(&output);
+        assert!(message.contains(expected), "{file}: {message}");
+    }
+}
+
+#[test]
+fn out_of_range_settings_are_refused_with_the_setting_named() {
+    let output = run(
+        &["serve", "--dev"],
+        &[
+            ("DATABASE_MAX_CONNECTIONS", "0"),
+            ("DATABASE_URL", "sqlite::memory:"),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(stderr(&output).contains("--database-max-connections"));
+
+    let output = run(
+        &[
+            "token",
+            "--dev",
+            "--sub",
+            "alice",
+            "--ttl",
+            "18446744073709551615s",
+        ],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(stderr(&output).contains("--ttl"), "{}", stderr(&output));
+}
+
+#[test]
 fn token_without_a_secret_says_which_setting_to_give() {
     let output = run(&["token", "--sub", "alice"], &[]);
     assert!(!output.status.success());
