@@ -63,7 +63,8 @@ pub enum StartError {
     )]
     DevNotLoopback(SocketAddr),
     #[error(
-        "CORS_ALLOWED_ORIGINS holds `{0}`, which is not an origin like https://app.example.com"
+        "CORS_ALLOWED_ORIGINS holds `{0}`, which is not an origin like https://app.example.com \
+         (scheme and host, an optional port, no path or wildcard)"
     )]
     BadOrigin(String),
 }
@@ -101,7 +102,7 @@ impl Application {
         };
         Ok(Self {
             listener,
-            router: router(state).layer(cors),
+            router: router(state, cors),
             db,
             dev_token,
         })
@@ -131,8 +132,9 @@ impl Application {
     }
 }
 
-/// The routes and the layers every request passes through.
-pub fn router(state: AppState) -> Router {
+/// The routes and the layers every request passes through, CORS preflights
+/// included: they too get a request id and a log line.
+pub fn router(state: AppState, cors: CorsLayer) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     let trace = TraceLayer::new_for_http()
         .make_span_with(|request: &Request<_>| {
@@ -157,6 +159,7 @@ pub fn router(state: AppState) -> Router {
         .merge(graphiql::assets_router())
         .fallback(not_found)
         .with_state(state)
+        .layer(cors)
         // Layers run bottom-up on the way in: the id is set before the span
         // is made, and copied onto the response on the way out.
         .layer(TimeoutLayer::with_status_code(
@@ -220,10 +223,9 @@ fn cors(origins: &[String]) -> Result<CorsLayer, StartError> {
         .map(|origin| origin.trim())
         .filter(|origin| !origin.is_empty())
         .map(|origin| {
-            let valid = origin.starts_with("http://") || origin.starts_with("https://");
             HeaderValue::from_str(origin)
                 .ok()
-                .filter(|_| valid)
+                .filter(|_| is_origin(origin))
                 .ok_or_else(|| StartError::BadOrigin(origin.to_owned()))
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -233,6 +235,16 @@ fn cors(origins: &[String]) -> Result<CorsLayer, StartError> {
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT])
         .expose_headers([HeaderName::from_static("x-request-id")])
         .max_age(Duration::from_secs(3600)))
+}
+
+/// Whether `text` is an origin as browsers send it: a scheme and a host with
+/// an optional port, with no path, trailing slash or wildcard, since only an
+/// exact match is ever allowed.
+fn is_origin(text: &str) -> bool {
+    let host = text
+        .strip_prefix("https://")
+        .or_else(|| text.strip_prefix("http://"));
+    host.is_some_and(|host| !host.is_empty() && !host.contains(['/', '*', '?', '#', '@', ' ']))
 }
 
 /// A token for the demo user, signed with whatever HS256 secret the server

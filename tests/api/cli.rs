@@ -110,6 +110,29 @@ fn out_of_range_settings_are_refused_with_the_setting_named() {
 }
 
 #[test]
+fn serve_refuses_cors_origins_that_no_browser_could_send() {
+    for origins in [
+        "https://app.example.com/",
+        "https://*.example.com",
+        "app.example.com",
+    ] {
+        let output = run(
+            &["serve", "--dev"],
+            &[
+                ("CORS_ALLOWED_ORIGINS", origins),
+                ("DATABASE_URL", "mysql://nowhere"),
+            ],
+        );
+        assert!(!output.status.success());
+        assert!(
+            stderr(&output).contains("CORS_ALLOWED_ORIGINS"),
+            "{origins}: {}",
+            stderr(&output)
+        );
+    }
+}
+
+#[test]
 fn token_without_a_secret_says_which_setting_to_give() {
     let output = run(&["token", "--sub", "alice"], &[]);
     assert!(!output.status.success());

@@ -451,6 +451,10 @@ async fn cross_origin_calls_are_allowed_only_from_configured_origins(backend: Ba
         allowed.headers()["access-control-allow-origin"],
         "https://app.example.com"
     );
+    assert!(
+        allowed.headers().contains_key("x-request-id"),
+        "a preflight has a request id too"
+    );
     let other = preflight("https://evil.example.com").await.expect("answer");
     assert!(other.headers().get("access-control-allow-origin").is_none());
 }
