@@ -1,6 +1,7 @@
 //! Spawns the real server on a random port, each test with a database of its
 //! own, and talks HTTP to it.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -55,8 +56,15 @@ pub fn postgres_server_url() -> Option<String> {
         .ok()
         .filter(|url| !url.is_empty());
     if url.is_none() {
+        // Straight to the terminal: the test harness hides what `eprintln!`
+        // prints in a passing test.
         WARNED.call_once(|| {
-            eprintln!("TEST_DATABASE_URL is not set: Postgres variants of the tests do not run")
+            let _ = writeln!(
+                std::io::stderr(),
+                "\nNOTE: TEST_DATABASE_URL is not set, so the postgres::* tests pass WITHOUT \
+                 RUNNING.\n      Set it (e.g. postgres://postgres@127.0.0.1:5432/postgres) or use \
+                 tests/run, which does.\n"
+            );
         });
     }
     url

@@ -152,10 +152,16 @@ async fn sigterm_lets_an_in_flight_request_finish_before_the_server_exits(backen
         .expect("send the start of the request");
 
     server.send_sigterm();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while server
         .logged("shutting down: finishing in-flight requests")
         .is_none()
     {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no shutdown log line within 10 s of SIGTERM: {:?}",
+            server.logs()
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     stream
