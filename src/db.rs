@@ -9,10 +9,12 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
+use sqlx::Connection;
 use sqlx::migrate::{MigrateError, Migrator};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteError, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
 
 use crate::config::DatabaseArgs;
@@ -152,6 +154,34 @@ pub enum ConnectError {
     InvalidUrl(#[source] sqlx::Error),
     #[error("cannot connect to the database: {0}")]
     Connect(#[source] sqlx::Error),
+    #[error(
+        "cannot open the SQLite database in DATABASE_URL: {0}; its directory must exist and be \
+         writable by this user"
+    )]
+    OpenSqlite(#[source] sqlx::Error),
+}
+
+/// Whether `error` means the database cannot serve right now (down, out of
+/// connections, locked by another process) rather than a fault in the request.
+pub fn is_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(error) => {
+            let code = error.code().unwrap_or_default();
+            if error.try_downcast_ref::<SqliteError>().is_some() {
+                // SQLITE_BUSY and SQLITE_LOCKED, with any extended code.
+                code.parse::<i32>()
+                    .is_ok_and(|code| matches!(code & 0xff, 5 | 6))
+            } else {
+                // Postgres: connection exception, insufficient resources,
+                // operator intervention (shutting down, starting up).
+                ["08", "53", "57P"]
+                    .iter()
+                    .any(|class| code.starts_with(class))
+            }
+        }
+        _ => false,
+    }
 }
 
 impl Db {
@@ -178,14 +208,23 @@ impl Db {
                         .connect_with(options.clone())
                 };
                 // The writer first: it creates the file and switches it to WAL.
-                let write = pool(1).await.map_err(ConnectError::Connect)?;
+                let write = pool(1).await.map_err(ConnectError::OpenSqlite)?;
                 let read = pool(args.database_max_connections)
                     .await
-                    .map_err(ConnectError::Connect)?;
+                    .map_err(ConnectError::OpenSqlite)?;
                 Ok(Db::Sqlite { read, write })
             }
             "postgres" | "postgresql" => {
                 let options = PgConnectOptions::from_str(url).map_err(ConnectError::InvalidUrl)?;
+                // One direct connection first: the pool retries until its
+                // timeout and then reports only that, not why (refused,
+                // unknown host, wrong password, no such database).
+                PgConnection::connect_with(&options)
+                    .await
+                    .map_err(ConnectError::Connect)?
+                    .close()
+                    .await
+                    .map_err(ConnectError::Connect)?;
                 let pool = PgPoolOptions::new()
                     .max_connections(args.database_max_connections)
                     .acquire_timeout(ACQUIRE_TIMEOUT)

@@ -75,11 +75,10 @@ impl RequestErrorCode {
 
 impl From<sqlx::Error> for Error {
     fn from(error: sqlx::Error) -> Self {
-        match error {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-                Error::Unavailable(error)
-            }
-            error => Error::Internal(error),
+        if crate::db::is_unavailable(&error) {
+            Error::Unavailable(error)
+        } else {
+            Error::Internal(error)
         }
     }
 }

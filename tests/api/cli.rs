@@ -133,6 +133,29 @@ fn serve_refuses_cors_origins_that_no_browser_could_send() {
 }
 
 #[test]
+fn migrate_says_why_it_cannot_reach_the_database() {
+    let cases = [
+        (
+            "postgres://postgres@127.0.0.1:1/onboarding",
+            "Connection refused",
+        ),
+        (
+            "sqlite:///no/such/directory/onboarding.db",
+            "directory must exist",
+        ),
+    ];
+    for (url, expected) in cases {
+        let output = run(&["migrate"], &[("DATABASE_URL", url)]);
+        assert!(!output.status.success());
+        assert!(
+            stderr(&output).contains(expected),
+            "{url}: {}",
+            stderr(&output)
+        );
+    }
+}
+
+#[test]
 fn token_without_a_secret_says_which_setting_to_give() {
     let output = run(&["token", "--sub", "alice"], &[]);
     assert!(!output.status.success());

@@ -484,6 +484,22 @@ impl ServerProcess {
             .find(|line| line["message"] == message)
     }
 
+    /// Waits up to 10 s for the first JSON log line whose message is `message`.
+    pub async fn wait_for_log(&self, message: &str) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(line) = self.logged(message) {
+                return line;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no log line `{message}` within 10 s: {:?}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Every JSON log line whose message starts with `prefix`.
     pub fn all_logged(&self, prefix: &str) -> Vec<Value> {
         self.logs()
