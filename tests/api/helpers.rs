@@ -484,16 +484,18 @@ impl ServerProcess {
             .find(|line| line["message"] == message)
     }
 
-    /// Waits up to 10 s for the first JSON log line whose message is `message`.
-    pub async fn wait_for_log(&self, message: &str) -> Value {
+    /// Waits up to 10 s for the first JSON log line whose message starts with
+    /// `prefix`: the server's stderr is read on another thread, so a line
+    /// written before a response may arrive after it.
+    pub async fn wait_for_log(&self, prefix: &str) -> Value {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
-            if let Some(line) = self.logged(message) {
+            if let Some(line) = self.all_logged(prefix).into_iter().next() {
                 return line;
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "no log line `{message}` within 10 s: {:?}",
+                "no log line `{prefix}` within 10 s: {:?}",
                 self.logs()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -64,6 +64,8 @@ async fn the_server_logs_state_creation_and_completion_with_the_user_id(backend:
     )
     .await;
 
+    // Lines come in order: once bob's completion is read, so is the rest.
+    let completed = server.wait_for_log("onboarding completed").await;
     let created = server.all_logged("onboarding state created");
     let users: Vec<&Value> = created.iter().map(|line| &line["user_id"]).collect();
     assert_eq!(
@@ -72,9 +74,6 @@ async fn the_server_logs_state_creation_and_completion_with_the_user_id(backend:
         "one line per created state"
     );
     assert!(created.iter().all(|line| line["level"] == "INFO"));
-    let completed = server
-        .logged("onboarding completed")
-        .expect("a completion line");
     assert_eq!(completed["user_id"], "bob");
     assert_eq!(completed["level"], "INFO");
 }
@@ -111,6 +110,7 @@ async fn an_internal_error_shows_only_a_request_id_that_the_log_also_carries(bac
             "the body leaks `{internal}`: {text}"
         );
     }
+    server.wait_for_log("request failed").await;
     let logged = server.all_logged("request failed");
     assert!(
         logged
