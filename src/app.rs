@@ -159,14 +159,15 @@ pub fn router(state: AppState, cors: CorsLayer) -> Router {
         .merge(graphiql::assets_router())
         .fallback(not_found)
         .with_state(state)
-        .layer(cors)
         // Layers run bottom-up on the way in: the id is set before the span
-        // is made, and copied onto the response on the way out.
+        // is made, and copied onto the response on the way out. CORS sits
+        // outside the timeout and panic answers, so a browser can read them.
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
         ))
         .layer(CatchPanicLayer::custom(panic_response))
+        .layer(cors)
         .layer(trace)
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))

@@ -95,7 +95,7 @@ pub enum KeyError {
     )]
     PrivateKey(String),
     #[error(
-        "JWT_PUBLIC_KEY_FILE {0} is an elliptic-curve key on a curve other than P-256; \
+        "JWT_PUBLIC_KEY_FILE {0} is an elliptic-curve key on another curve; \
          ES256 needs a P-256 (prime256v1) key"
     )]
     UnsupportedCurve(String),
@@ -163,6 +163,9 @@ impl Verifier {
             return Ok(Viewer::Anonymous);
         };
         let token = bearer_token(authorization).ok_or(TokenError::NotBearer)?;
+        // A header that does not parse is not a token at all; a `Json` error
+        // from `decode` below is then about the claims of a signed token.
+        jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
         let claims = jsonwebtoken::decode::<VerifiedClaims>(token, &self.key, &self.validation)
             .map_err(|error| token_error(error.kind()))?
             .claims;

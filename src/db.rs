@@ -154,6 +154,8 @@ pub enum ConnectError {
     InvalidUrl(#[source] sqlx::Error),
     #[error("cannot connect to the database: {0}")]
     Connect(#[source] sqlx::Error),
+    #[error("cannot connect to the database: no answer within {0} s")]
+    NoAnswer(u64),
     #[error(
         "cannot open the SQLite database in DATABASE_URL: {0}; its directory must exist and be \
          writable by this user"
@@ -173,15 +175,25 @@ pub fn is_unavailable(error: &sqlx::Error) -> bool {
                 code.parse::<i32>()
                     .is_ok_and(|code| matches!(code & 0xff, 5 | 6))
             } else {
-                // Postgres: connection exception, insufficient resources,
-                // operator intervention (shutting down, starting up).
-                ["08", "53", "57P"]
-                    .iter()
-                    .any(|class| code.starts_with(class))
+                postgres_unavailable(&code)
             }
         }
         _ => false,
     }
+}
+
+/// The SQLSTATEs of a Postgres that cannot serve now but may shortly: lost
+/// connections (class 08, but a protocol violation is a fault), insufficient
+/// resources (53), shutting down or starting up, a cancelled statement, a
+/// read-only server (a failover, or a pooler pointing at a replica), and
+/// serialization failures and deadlocks.
+fn postgres_unavailable(code: &str) -> bool {
+    const RETRYABLE: [&str; 7] = [
+        "57P01", "57P02", "57P03", "57014", "25006", "40001", "40P01",
+    ];
+    (code.starts_with("08") && code != "08P01")
+        || code.starts_with("53")
+        || RETRYABLE.contains(&code)
 }
 
 impl Db {
@@ -219,8 +231,9 @@ impl Db {
                 // One direct connection first: the pool retries until its
                 // timeout and then reports only that, not why (refused,
                 // unknown host, wrong password, no such database).
-                PgConnection::connect_with(&options)
+                tokio::time::timeout(ACQUIRE_TIMEOUT, PgConnection::connect_with(&options))
                     .await
+                    .map_err(|_| ConnectError::NoAnswer(ACQUIRE_TIMEOUT.as_secs()))?
                     .map_err(ConnectError::Connect)?
                     .close()
                     .await

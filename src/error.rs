@@ -17,7 +17,7 @@ pub enum Error {
     #[error("The database is unavailable; retry shortly.")]
     Unavailable(#[source] sqlx::Error),
     #[error("Internal server error.")]
-    Internal(#[source] sqlx::Error),
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl Error {
@@ -78,7 +78,7 @@ impl From<sqlx::Error> for Error {
         if crate::db::is_unavailable(&error) {
             Error::Unavailable(error)
         } else {
-            Error::Internal(error)
+            Error::Internal(Box::new(error))
         }
     }
 }

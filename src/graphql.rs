@@ -175,8 +175,16 @@ async fn change(
     result.map_err(|error| client_error(ctx, error))
 }
 
+/// What every resolver needs from the request. Their absence is a wiring
+/// fault, reported like any internal error: every error a resolver returns
+/// carries a code, which is how `graphql_http` tells them from request errors.
 fn operations<'a>(ctx: &Context<'a>) -> async_graphql::Result<(&'a Onboarding, &'a Viewer)> {
-    Ok((ctx.data::<Onboarding>()?, ctx.data::<Viewer>()?))
+    let internal =
+        |error: async_graphql::Error| client_error(ctx, Error::Internal(error.message.into()));
+    Ok((
+        ctx.data::<Onboarding>().map_err(internal)?,
+        ctx.data::<Viewer>().map_err(internal)?,
+    ))
 }
 
 fn client_error(ctx: &Context<'_>, error: Error) -> async_graphql::Error {

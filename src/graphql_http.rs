@@ -238,17 +238,16 @@ async fn execute(
             return response;
         }
         Ok(Some((_, Some(message)))) => {
-            let code = RequestErrorCode::ValidationFailed.as_str();
-            let body =
-                json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
+            let body = error_body(RequestErrorCode::ValidationFailed.as_str(), &message);
             return graphql_response(media, media.invalid_document_status(), body);
         }
         _ => {}
     }
     let mut response = state.schema.execute(request).await;
-    // The service's own errors carry a code. The others are async-graphql
-    // refusing the request itself: its document, or an argument or variable
-    // value that does not fit its type.
+    // Resolvers return only the service's own errors, each with a code
+    // (`Error::into_graphql`). The others are async-graphql refusing the
+    // request itself: its document, or an argument or variable value that
+    // does not fit its type.
     let mut refused = !response.errors.is_empty();
     for error in &mut response.errors {
         let extensions = error.extensions.get_or_insert_with(Default::default);
@@ -286,6 +285,11 @@ fn selected_operation<'a>(
             .iter()
             .find(|(operation_name, _)| operation_name.as_str() == name)
             .map(|(_, operation)| &operation.node),
+        // The parser keeps a lone named operation (`mutation M { .. }`) among
+        // "multiple"; with no name given, it is the one that runs.
+        (DocumentOperations::Multiple(operations), None) if operations.len() == 1 => {
+            operations.values().next().map(|operation| &operation.node)
+        }
         (DocumentOperations::Multiple(_), None) => None,
     }
 }
@@ -398,16 +402,19 @@ fn malformed_request(media: MediaType, message: &str) -> Response {
 
 /// A GraphQL-shaped error for a request that was not executed.
 fn request_error(media: MediaType, status: StatusCode, message: &str) -> Response {
-    let code = RequestErrorCode::BadRequest.as_str();
-    let body = json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
+    let body = error_body(RequestErrorCode::BadRequest.as_str(), message);
     graphql_response(media, status, body)
+}
+
+/// A response body holding one error and its `extensions.code`, and no `data`.
+fn error_body(code: &str, message: &str) -> Value {
+    json!({ "errors": [{ "message": message, "extensions": { "code": code } }] })
 }
 
 /// A 401 for a token that failed a check, as RFC 6750 describes.
 fn unauthorized(media: MediaType, error: &TokenError) -> Response {
     let message = error.to_string();
-    let code = Error::Unauthenticated.code();
-    let body = json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
+    let body = error_body(Error::Unauthenticated.code(), &message);
     let mut response = graphql_response(media, StatusCode::UNAUTHORIZED, body);
     let challenge = format!("Bearer error=\"invalid_token\", error_description=\"{message}\"");
     if let Ok(challenge) = HeaderValue::from_str(&challenge.replace('`', "'")) {

@@ -4,6 +4,7 @@
 use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::LevelFilter;
 
 use crate::config::LogFormat;
 
@@ -14,20 +15,23 @@ const QUIET_POSTGRES_NOTICES: &str = "sqlx::postgres::notice=warn";
 
 /// Installs the global subscriber. An invalid filter falls back to `info` with a warning.
 pub fn init(filter: &str, format: LogFormat) {
-    let directives = if filter.contains("sqlx") {
-        filter.to_owned()
-    } else {
-        format!("{filter},{QUIET_POSTGRES_NOTICES}")
+    let (mut env_filter, filter_error) = match EnvFilter::try_new(filter) {
+        Ok(env_filter) => (env_filter, None),
+        Err(error) => (EnvFilter::new("info"), Some(error)),
     };
-    let (filter, filter_error) = match EnvFilter::try_new(directives) {
-        Ok(filter) => (filter, None),
-        Err(error) => (
-            EnvFilter::new(format!("info,{QUIET_POSTGRES_NOTICES}")),
-            Some(error),
-        ),
-    };
+    // Only for filters that show info: under `off` or `error`, a `warn`
+    // directive for sqlx would let more through, not less.
+    let shows_info = env_filter
+        .max_level_hint()
+        .is_none_or(|level| level >= LevelFilter::INFO);
+    if shows_info
+        && !filter.contains("sqlx")
+        && let Ok(directive) = QUIET_POSTGRES_NOTICES.parse()
+    {
+        env_filter = env_filter.add_directive(directive);
+    }
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(env_filter)
         .with_writer(std::io::stderr);
     match format {
         // Colours for a terminal only: not as escape codes in a log file.

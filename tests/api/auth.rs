@@ -291,6 +291,10 @@ async fn a_token_whose_claims_have_the_wrong_shape_is_refused_and_says_so(backen
             "{claims}: {message}"
         );
     }
+    // Not a token at all: its header is not JSON, and nothing was signed.
+    let body = assert_refused(query_with_token(&app, "aGVsbG8.e30.c2ln").await).await;
+    let message = body["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("not a valid token"), "{message}");
     assert_eq!(app.db.count_all_rows().await, 0);
 }
 

@@ -64,7 +64,7 @@ fn serve_refuses_a_public_key_file_that_could_never_verify_a_token() {
     for (file, expected) in [
         ("rsa-private.pem", "private key"),
         ("ed25519-private.pem", "private key"),
-        ("ec-p384-public.pem", "P-256"),
+        ("ec-p384-public.pem", "on another curve"),
     ] {
         let path = keys.join(file);
         let path = path.to_str().expect("a UTF-8 path");
@@ -134,11 +134,18 @@ fn serve_refuses_cors_origins_that_no_browser_could_send() {
 
 #[test]
 fn migrate_says_why_it_cannot_reach_the_database() {
+    // Accepts connections (the kernel completes the handshake) and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("a local port");
+    let silent_url = format!(
+        "postgres://postgres@{}/onboarding",
+        silent.local_addr().expect("its address")
+    );
     let cases = [
         (
             "postgres://postgres@127.0.0.1:1/onboarding",
             "Connection refused",
         ),
+        (silent_url.as_str(), "no answer within 5 s"),
         (
             "sqlite:///no/such/directory/onboarding.db",
             "directory must exist",

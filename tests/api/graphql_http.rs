@@ -173,6 +173,7 @@ async fn a_mutation_over_get_is_refused_with_405_and_allow_post(backend: Backend
     let app = spawn_app(backend).await;
     for (query, operation) in [
         ("mutation { completeOnboarding { id } }", None),
+        ("mutation Named { completeOnboarding { id } }", None),
         (
             "query A { onboardingState { id } } mutation B { resetOnboarding { id } }",
             Some("B"),
@@ -303,13 +304,16 @@ async fn a_value_that_does_not_fit_its_type_or_a_missing_variable_is_a_validatio
             assert!(body.get("data").is_none(), "{request}: {body}");
         }
     }
-    let body: Value = post_raw(&app, &[JSON], json!({ "query": step }).to_string())
-        .await
-        .json()
-        .await
-        .expect("JSON");
-    let message = body["errors"][0]["message"].as_str().unwrap_or_default();
-    assert!(message.contains("`$step`"), "{message}");
+    let named = "mutation Named($step: Int!) { setOnboardingStep(step: $step) { id } }";
+    for query in [step, named] {
+        let body: Value = post_raw(&app, &[JSON], json!({ "query": query }).to_string())
+            .await
+            .json()
+            .await
+            .expect("JSON");
+        let message = body["errors"][0]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("`$step` of type `Int!`"), "{message}");
+    }
     assert_eq!(app.db.count_all_rows().await, 0, "nothing was written");
 }
 

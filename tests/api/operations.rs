@@ -286,3 +286,51 @@ async fn a_write_while_another_process_holds_the_sqlite_lock_is_told_to_retry() 
         "{body}"
     );
 }
+
+/// A Postgres that turns read-only under the server (a failover, or a pooler
+/// pointed at a replica) is an outage to retry, not a fault.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_to_a_postgres_turned_read_only_is_told_to_retry() {
+    use sqlx::{Connection, Executor, PgConnection};
+    let Some(server_url) = crate::helpers::postgres_server_url() else {
+        return;
+    };
+    let app = crate::helpers::spawn_app(Backend::Postgres).await;
+    let name = app.db.name().to_owned();
+    let mut admin = PgConnection::connect(&server_url)
+        .await
+        .expect("the Postgres server");
+    let read_only =
+        |on: bool| format!("alter database \"{name}\" set default_transaction_read_only = {on}");
+    // New sessions pick the setting up; the pool checks each connection
+    // before handing it out and replaces the ones closed here.
+    let reconnect =
+        format!("select pg_terminate_backend(pid) from pg_stat_activity where datname = '{name}'");
+    let retry = "The database is unavailable; retry shortly.";
+    let mutation = "mutation { setOnboardingStep(step: 2) { currentStep } }";
+
+    admin
+        .execute(read_only(true).as_str())
+        .await
+        .expect("read-only");
+    admin
+        .execute(reconnect.as_str())
+        .await
+        .expect("drop connections");
+    let body = app.graphql_as(Some("alice"), mutation, json!({})).await;
+    assert_eq!(body["errors"][0]["message"], retry, "{body}");
+
+    admin
+        .execute(read_only(false).as_str())
+        .await
+        .expect("writable");
+    admin
+        .execute(reconnect.as_str())
+        .await
+        .expect("drop connections");
+    let body = app.graphql_as(Some("alice"), mutation, json!({})).await;
+    assert_eq!(
+        body["data"]["setOnboardingStep"]["currentStep"], 2,
+        "{body}"
+    );
+}
