@@ -243,11 +243,15 @@ async fn execute(
         }
         _ => {}
     }
-    let mut response = state.schema.execute(request).await;
-    // Resolvers return only the service's own errors, each with a code
-    // (`Error::into_graphql`). The others are async-graphql refusing the
-    // request itself: its document, or an argument or variable value that
-    // does not fit its type.
+    let response = state.schema.execute(request).await;
+    executed(media, response, parsed)
+}
+
+/// The HTTP response for what async-graphql answered. Resolvers return only
+/// the service's own errors, each with a code (`Error::into_graphql`); the
+/// others are async-graphql refusing the request itself: its document, or an
+/// argument or variable value that does not fit its type.
+fn executed(media: MediaType, mut response: async_graphql::Response, parsed: bool) -> Response {
     let mut refused = !response.errors.is_empty();
     for error in &mut response.errors {
         let extensions = error.extensions.get_or_insert_with(Default::default);
