@@ -300,34 +300,31 @@ async fn a_write_to_a_postgres_turned_read_only_is_told_to_retry() {
     let mut admin = PgConnection::connect(&server_url)
         .await
         .expect("the Postgres server");
-    let read_only =
-        |on: bool| format!("alter database \"{name}\" set default_transaction_read_only = {on}");
     // New sessions pick the setting up; the pool checks each connection
     // before handing it out and replaces the ones closed here.
-    let reconnect =
-        format!("select pg_terminate_backend(pid) from pg_stat_activity where datname = '{name}'");
-    let retry = "The database is unavailable; retry shortly.";
+    let set_read_only = async |admin: &mut PgConnection, on: bool| {
+        for statement in [
+            format!("alter database \"{name}\" set default_transaction_read_only = {on}"),
+            format!(
+                "select pg_terminate_backend(pid) from pg_stat_activity where datname = '{name}'"
+            ),
+        ] {
+            admin
+                .execute(statement.as_str())
+                .await
+                .expect("alter the database");
+        }
+    };
     let mutation = "mutation { setOnboardingStep(step: 2) { currentStep } }";
 
-    admin
-        .execute(read_only(true).as_str())
-        .await
-        .expect("read-only");
-    admin
-        .execute(reconnect.as_str())
-        .await
-        .expect("drop connections");
+    set_read_only(&mut admin, true).await;
     let body = app.graphql_as(Some("alice"), mutation, json!({})).await;
-    assert_eq!(body["errors"][0]["message"], retry, "{body}");
+    assert_eq!(
+        body["errors"][0]["message"], "The database is unavailable; retry shortly.",
+        "{body}"
+    );
 
-    admin
-        .execute(read_only(false).as_str())
-        .await
-        .expect("writable");
-    admin
-        .execute(reconnect.as_str())
-        .await
-        .expect("drop connections");
+    set_read_only(&mut admin, false).await;
     let body = app.graphql_as(Some("alice"), mutation, json!({})).await;
     assert_eq!(
         body["data"]["setOnboardingStep"]["currentStep"], 2,
