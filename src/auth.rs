@@ -163,11 +163,8 @@ impl Verifier {
             return Ok(Viewer::Anonymous);
         };
         let token = bearer_token(authorization).ok_or(TokenError::NotBearer)?;
-        // A header that does not parse is not a token at all; a `Json` error
-        // from `decode` below is then about the claims of a signed token.
-        jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
         let claims = jsonwebtoken::decode::<VerifiedClaims>(token, &self.key, &self.validation)
-            .map_err(|error| token_error(error.kind()))?
+            .map_err(|error| token_error(token, error.kind()))?
             .claims;
         let admin = claims.roles.contains(&self.admin_role);
         let id = UserId::parse(claims.sub).map_err(|_| TokenError::BadClaims)?;
@@ -182,15 +179,17 @@ fn bearer_token(authorization: &str) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-fn token_error(kind: &ErrorKind) -> TokenError {
+fn token_error(token: &str, kind: &ErrorKind) -> TokenError {
     match kind {
         ErrorKind::ExpiredSignature => TokenError::Expired,
         ErrorKind::ImmatureSignature => TokenError::NotYetValid,
         ErrorKind::InvalidIssuer | ErrorKind::InvalidAudience => TokenError::WrongIssuerOrAudience,
-        // `Json`: the signature held, but a claim has the wrong shape.
-        ErrorKind::MissingRequiredClaim(_)
-        | ErrorKind::InvalidClaimFormat(_)
-        | ErrorKind::Json(_) => TokenError::BadClaims,
+        ErrorKind::MissingRequiredClaim(_) | ErrorKind::InvalidClaimFormat(_) => {
+            TokenError::BadClaims
+        }
+        // `Json` comes from the header (not a token at all) or, once the
+        // signature held, from claims of the wrong shape.
+        ErrorKind::Json(_) if jsonwebtoken::decode_header(token).is_ok() => TokenError::BadClaims,
         _ => TokenError::Invalid,
     }
 }

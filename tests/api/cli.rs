@@ -14,6 +14,13 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// Runs a command that must fail, and returns what it said on stderr.
+fn refusal(args: &[&str], env: &[(&str, &str)]) -> String {
+    let output = run(args, env);
+    assert!(!output.status.success(), "{args:?} must fail");
+    stderr(&output)
+}
+
 #[test]
 fn schema_graphql_in_the_repository_equals_the_output_of_onboarding_schema() {
     let output = run(&["schema"], &[]);
@@ -29,9 +36,7 @@ fn schema_graphql_in_the_repository_equals_the_output_of_onboarding_schema() {
 
 #[test]
 fn serve_without_a_jwt_key_refuses_to_start_and_names_the_settings() {
-    let output = run(&["serve"], &[("DATABASE_URL", "sqlite::memory:")]);
-    assert!(!output.status.success());
-    let message = stderr(&output);
+    let message = refusal(&["serve"], &[("DATABASE_URL", "sqlite::memory:")]);
     for setting in ["JWT_SECRET", "JWT_PUBLIC_KEY_FILE", "--dev"] {
         assert!(
             message.contains(setting),
@@ -42,20 +47,14 @@ fn serve_without_a_jwt_key_refuses_to_start_and_names_the_settings() {
 
 #[test]
 fn serve_refuses_a_jwt_secret_shorter_than_32_bytes() {
-    let output = run(&["serve"], &[("JWT_SECRET", "short")]);
-    assert!(!output.status.success());
-    assert!(
-        stderr(&output).contains("at least 32 bytes"),
-        "{}",
-        stderr(&output)
-    );
+    let message = refusal(&["serve"], &[("JWT_SECRET", "short")]);
+    assert!(message.contains("at least 32 bytes"), "{message}");
 }
 
 #[test]
 fn serve_dev_refuses_to_bind_a_non_loopback_address() {
-    let output = run(&["serve", "--dev"], &[("LISTEN_ADDR", "0.0.0.0:0")]);
-    assert!(!output.status.success());
-    assert!(stderr(&output).contains("loopback"), "{}", stderr(&output));
+    let message = refusal(&["serve", "--dev"], &[("LISTEN_ADDR", "0.0.0.0:0")]);
+    assert!(message.contains("loopback"), "{message}");
 }
 
 #[test]
@@ -69,15 +68,13 @@ fn serve_refuses_a_public_key_file_that_could_never_verify_a_token() {
         let path = keys.join(file);
         let path = path.to_str().expect("a UTF-8 path");
         // A database it cannot open: a key that loads would still stop it.
-        let output = run(
+        let message = refusal(
             &["serve"],
             &[
                 ("JWT_PUBLIC_KEY_FILE", path),
                 ("DATABASE_URL", "mysql://nowhere"),
             ],
         );
-        assert!(!output.status.success(), "{file} refused");
-        let message = stderr(&output);
         assert!(message.contains(expected), "{file}: {message}");
     }
 }
@@ -116,18 +113,16 @@ fn serve_refuses_cors_origins_that_no_browser_could_send() {
         "https://*.example.com",
         "app.example.com",
     ] {
-        let output = run(
+        let message = refusal(
             &["serve", "--dev"],
             &[
                 ("CORS_ALLOWED_ORIGINS", origins),
                 ("DATABASE_URL", "mysql://nowhere"),
             ],
         );
-        assert!(!output.status.success());
         assert!(
-            stderr(&output).contains("CORS_ALLOWED_ORIGINS"),
-            "{origins}: {}",
-            stderr(&output)
+            message.contains("CORS_ALLOWED_ORIGINS"),
+            "{origins}: {message}"
         );
     }
 }
@@ -152,21 +147,15 @@ fn migrate_says_why_it_cannot_reach_the_database() {
         ),
     ];
     for (url, expected) in cases {
-        let output = run(&["migrate"], &[("DATABASE_URL", url)]);
-        assert!(!output.status.success());
-        assert!(
-            stderr(&output).contains(expected),
-            "{url}: {}",
-            stderr(&output)
-        );
+        let message = refusal(&["migrate"], &[("DATABASE_URL", url)]);
+        assert!(message.contains(expected), "{url}: {message}");
     }
 }
 
 #[test]
 fn token_without_a_secret_says_which_setting_to_give() {
-    let output = run(&["token", "--sub", "alice"], &[]);
-    assert!(!output.status.success());
-    assert!(stderr(&output).contains("JWT_SECRET"));
+    let message = refusal(&["token", "--sub", "alice"], &[]);
+    assert!(message.contains("JWT_SECRET"), "{message}");
 }
 
 async fn a_token_from_onboarding_token_is_accepted_with_its_admin_role(backend: Backend) {
