@@ -19,6 +19,7 @@ use tracing::Level;
 
 use crate::auth::{self, KeyError, TokenRequest, Verifier};
 use crate::config::ServeArgs;
+use crate::connections::{self, ConnectionLimits};
 use crate::db::{ConnectError, Db};
 use crate::graphql::{self, OnboardingSchema};
 use crate::onboarding::Onboarding;
@@ -73,6 +74,7 @@ pub enum StartError {
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    limits: ConnectionLimits,
     db: Db,
     dev_token: Option<Arc<str>>,
 }
@@ -86,6 +88,7 @@ impl Application {
         let verifier = Verifier::from_settings(&args.jwt, args.dev)?;
         let cors = cors(&args.cors_allowed_origins)?;
         let dev_token = if args.dev { demo_token(args)? } else { None };
+        connections::raise_file_limit(args.max_connections as usize);
         let db = Db::connect(&args.database).await?;
         db.migrate().await?;
         let listener = TcpListener::bind(args.listen_addr)
@@ -103,6 +106,11 @@ impl Application {
         Ok(Self {
             listener,
             router: router(state, cors),
+            limits: ConnectionLimits {
+                max_connections: args.max_connections as usize,
+                header_read_timeout: args.header_read_timeout,
+                idle_timeout: args.idle_timeout,
+            },
             db,
             dev_token,
         })
@@ -124,9 +132,7 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        connections::serve(self.listener, self.router, self.limits, shutdown).await?;
         self.db.close().await;
         Ok(())
     }
@@ -167,6 +173,9 @@ pub fn router(state: AppState, cors: CorsLayer) -> Router {
             REQUEST_TIMEOUT,
         ))
         .layer(CatchPanicLayer::custom(panic_response))
+        .layer(axum::middleware::from_fn(
+            connections::refuse_oversized_head,
+        ))
         .layer(cors)
         .layer(trace)
         .layer(PropagateRequestIdLayer::new(request_id.clone()))

@@ -69,6 +69,28 @@ pub struct ServeArgs {
     #[arg(long, env = "CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub cors_allowed_origins: Vec<String>,
 
+    /// Most client connections open at once; more wait until one closes.
+    /// Each takes a file descriptor: the server raises its own `ulimit -n`
+    /// as far as the system allows, and says so when that is not enough.
+    #[arg(
+        long,
+        env = "MAX_CONNECTIONS",
+        default_value_t = 1024,
+        value_parser = clap::value_parser!(u32).range(1..=1_000_000)
+    )]
+    pub max_connections: u32,
+
+    /// How long a client may take to send a request's headers, from their
+    /// first byte (e.g. `10s`); slower connections are closed.
+    #[arg(long, env = "HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_timeout)]
+    pub header_read_timeout: Duration,
+
+    /// How long a keep-alive connection may wait for its next request (e.g.
+    /// `75s`); longer than a load balancer's own idle timeout (often 60 s), so
+    /// the balancer, not the server, closes idle connections.
+    #[arg(long, env = "IDLE_TIMEOUT", default_value = "75s", value_parser = parse_timeout)]
+    pub idle_timeout: Duration,
+
     /// Laptop mode: use a built-in signing secret when no JWT key is configured,
     /// bind loopback only, and print a demo token.
     #[arg(long)]
@@ -159,4 +181,15 @@ fn parse_ttl(text: &str) -> Result<Duration, String> {
         return Err("at most ten years (e.g. `3650d`)".to_owned());
     }
     Ok(ttl)
+}
+
+/// A timeout such as `10s` or `500ms`: more than zero, at most a day.
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+    let timeout = humantime::parse_duration(text)
+        .map_err(|error| format!("{error} (e.g. `10s`, `500ms`, `2m`)"))?;
+    if timeout.is_zero() || timeout > DAY {
+        return Err("more than zero and at most a day (e.g. `10s`)".to_owned());
+    }
+    Ok(timeout)
 }

@@ -8,6 +8,7 @@ use async_graphql::{
 use chrono::{SecondsFormat, Utc};
 
 use crate::auth::Viewer;
+use crate::document;
 use crate::error::Error;
 use crate::onboarding::{Change, Onboarding, OnboardingState, Step};
 
@@ -27,7 +28,9 @@ pub struct RequestId(pub String);
 pub fn schema(onboarding: Option<Onboarding>) -> OnboardingSchema {
     let builder = Schema::build(Query, Mutation, EmptySubscription)
         .limit_depth(MAX_DEPTH)
-        .limit_complexity(MAX_COMPLEXITY);
+        .limit_complexity(MAX_COMPLEXITY)
+        .limit_recursive_depth(document::MAX_DEPTH)
+        .limit_directives(document::MAX_DIRECTIVES);
     match onboarding {
         Some(onboarding) => builder.data(onboarding).finish(),
         None => builder.finish(),

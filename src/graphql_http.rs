@@ -15,6 +15,7 @@ use serde_json::{Map, Value, json};
 
 use crate::app::AppState;
 use crate::auth::TokenError;
+use crate::document::{self, LimitExceeded};
 use crate::error::{Error, RequestErrorCode};
 use crate::graphiql;
 use crate::graphql::RequestId;
@@ -208,12 +209,18 @@ async fn execute(
         .filter(|(_, value)| !value.is_null())
         .map(|(name, _)| name.clone())
         .collect();
+    let (query, document) = match document::prepare(query).await {
+        (query, Ok(document)) => (query, document),
+        (_, Err(limit)) => return document_refused(media, &limit),
+    };
     let mut request = async_graphql::Request::new(query).data(viewer);
     if let Some(name) = params.operation_name {
         request = request.operation_name(name);
     }
     if let Some(variables) = params.variables {
-        request = request.variables(Variables::from_json(Value::Object(variables)));
+        let mut variables = Value::Object(variables);
+        document::read_negative_zero_in_json(&mut variables);
+        request = request.variables(Variables::from_json(variables));
     }
     if let Some(id) = headers
         .get("x-request-id")
@@ -221,15 +228,16 @@ async fn execute(
     {
         request = request.data(RequestId(id.to_owned()));
     }
-    let operation_name = request.operation_name.clone();
-    // Parsed once here; `execute` reuses the document.
-    let operation = request.parsed_query().map(|document| {
-        selected_operation(document, operation_name.as_deref())
+    let parsed = document.is_some();
+    let operation = document.as_ref().and_then(|document| {
+        selected_operation(document, request.operation_name.as_deref())
             .map(|operation| (operation.ty, missing_variable(operation, &provided)))
     });
-    let parsed = operation.is_ok();
+    if let Some(document) = document {
+        request.set_parsed_query(document);
+    }
     match operation {
-        Ok(Some((OperationType::Mutation, _))) if allowed == OperationsAllowed::QueriesOnly => {
+        Some((OperationType::Mutation, _)) if allowed == OperationsAllowed::QueriesOnly => {
             let message = "Mutations must be sent with POST.";
             let mut response = request_error(media, StatusCode::METHOD_NOT_ALLOWED, message);
             response
@@ -237,7 +245,7 @@ async fn execute(
                 .insert(header::ALLOW, HeaderValue::from_static("POST"));
             return response;
         }
-        Ok(Some((_, Some(message)))) => {
+        Some((_, Some(message))) => {
             let body = error_body(RequestErrorCode::ValidationFailed.as_str(), &message);
             return graphql_response(media, media.invalid_document_status(), body);
         }
@@ -402,6 +410,22 @@ fn json_object_parameter(
 /// whatever the media type, as the specification's examples show.
 fn malformed_request(media: MediaType, message: &str) -> Response {
     request_error(media, StatusCode::BAD_REQUEST, message)
+}
+
+/// A document over one of the limits in `document`: refused as a validation
+/// failure, before async-graphql does any work on it.
+fn document_refused(media: MediaType, limit: &LimitExceeded) -> Response {
+    let body = error_body(
+        RequestErrorCode::ValidationFailed.as_str(),
+        &limit.to_string(),
+    );
+    graphql_response(media, media.invalid_document_status(), body)
+}
+
+/// A refusal of a request that never reached `/graphql`'s handlers, in the
+/// same shape and media type as the handlers' own.
+pub fn refusal(headers: &HeaderMap, status: StatusCode, message: &str) -> Response {
+    request_error(MediaType::negotiate(headers), status, message)
 }
 
 /// A GraphQL-shaped error for a request that was not executed.

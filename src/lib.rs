@@ -7,7 +7,9 @@
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod connections;
 pub mod db;
+pub mod document;
 pub mod error;
 pub mod graphiql;
 pub mod graphql;

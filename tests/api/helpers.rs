@@ -229,6 +229,9 @@ pub fn serve_args(database_url: &str) -> ServeArgs {
         },
         listen_addr: "127.0.0.1:0".parse().expect("a socket address"),
         cors_allowed_origins: Vec::new(),
+        max_connections: 1024,
+        header_read_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(75),
         dev: false,
     }
 }
@@ -402,6 +405,9 @@ const SETTINGS: &[&str] = &[
     "JWT_AUDIENCE",
     "JWT_ADMIN_ROLE",
     "CORS_ALLOWED_ORIGINS",
+    "MAX_CONNECTIONS",
+    "HEADER_READ_TIMEOUT",
+    "IDLE_TIMEOUT",
     "RUST_LOG",
     "LOG_FORMAT",
 ];
@@ -469,6 +475,44 @@ impl ServerProcess {
 
     pub fn graphql_url(&self) -> String {
         format!("{}/graphql", self.address)
+    }
+
+    /// The `host:port` the server listens on.
+    // `allow`, not `expect`: tests/abuse uses it, tests/api does not.
+    #[allow(dead_code)]
+    pub fn socket_address(&self) -> &str {
+        self.address.trim_start_matches("http://")
+    }
+
+    /// A figure from `/proc/PID/status` in KiB, such as `VmRSS` or `VmHWM`
+    /// (the peak resident memory so far).
+    // `allow`, not `expect`: tests/abuse uses it, tests/api does not.
+    #[allow(dead_code)]
+    pub fn memory_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("the server's /proc status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("{field} in /proc status"))
+    }
+
+    /// CPU time the server has used so far (user and system), from `/proc/PID/stat`.
+    // `allow`, not `expect`: tests/abuse uses it, tests/api does not.
+    #[allow(dead_code)]
+    pub fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .expect("the server's /proc stat");
+        // Fields after the command name, which is in parentheses and may hold spaces.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let ticks: u64 =
+            fields[11].parse::<u64>().unwrap_or(0) + fields[12].parse::<u64>().unwrap_or(0);
+        // The kernel counts in clock ticks, 100 a second on Linux.
+        Duration::from_millis(ticks * 10)
     }
 
     /// Every log line so far.

@@ -164,6 +164,37 @@ async fn a_negative_step_is_refused_with_bad_user_input_and_nothing_is_written(b
     assert_eq!(app.db.count_rows("alice").await, 0);
 }
 
+async fn minus_zero_is_the_step_0_as_a_literal_and_as_a_variable(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let body = app
+        .graphql_as(Some("alice"), &complete(Some(7)), json!({}))
+        .await;
+    assert_eq!(body["data"]["completeOnboarding"]["currentStep"], 7);
+    let literal = "mutation { setOnboardingStep(step: -0) { currentStep } }";
+    let body = app.graphql_as(Some("alice"), literal, json!({})).await;
+    assert_eq!(
+        body["data"]["setOnboardingStep"]["currentStep"], 0,
+        "{body}"
+    );
+
+    // `-0` as JSON text: serde_json's `json!` would write it as `0`.
+    app.graphql_as(Some("alice"), &set_step(5), json!({})).await;
+    let response = app
+        .client
+        .post(app.graphql_url())
+        .bearer_auth(crate::helpers::token("alice", &[]))
+        .header("content-type", "application/json")
+        .body(r#"{"query":"mutation($step: Int!) { setOnboardingStep(step: $step) { currentStep } }","variables":{"step":-0}}"#)
+        .send()
+        .await
+        .expect("the server answers");
+    let body: Value = response.json().await.expect("a JSON body");
+    assert_eq!(
+        body["data"]["setOnboardingStep"]["currentStep"], 0,
+        "{body}"
+    );
+}
+
 async fn the_table_itself_refuses_a_negative_step(backend: Backend) {
     let app = spawn_app(backend).await;
     app.graphql_as(Some("alice"), &state_query(), json!({}))
@@ -256,6 +287,7 @@ on_both_backends!(
     reset_onboarding_clears_completion_and_the_step,
     every_mutation_creates_a_missing_state,
     a_negative_step_is_refused_with_bad_user_input_and_nothing_is_written,
+    minus_zero_is_the_step_0_as_a_literal_and_as_a_variable,
     the_table_itself_refuses_a_negative_step,
     a_datetime_reads_back_exactly_as_it_was_returned,
     updated_at_changes_on_every_write_and_created_at_never_does,

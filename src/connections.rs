@@ -1,0 +1,354 @@
+//! Client connections: the accept loop, a cap on how many are open, a
+//! deadline for a request's head from its first byte, an idle timeout between
+//! requests, and the bounds on a request's head.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::Response;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, Semaphore};
+use tokio::time::Instant;
+use tower::ServiceExt;
+
+use crate::graphql_http;
+
+/// Longest request target (path and query string) answered with more than a
+/// refusal; a GraphQL query sent with GET fits in far less.
+pub const MAX_URI_BYTES: usize = 32 * 1024;
+/// Most bytes of request header fields (names, values and separators).
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+/// Most request header fields.
+pub const MAX_HEADERS: usize = 100;
+/// What the HTTP library itself reads of a request head before it answers a
+/// bare 431 and closes: room for the limits above, which are answered with a
+/// JSON error and a request id, and no more.
+const HARD_HEAD_BYTES: usize = MAX_URI_BYTES + MAX_HEADER_BYTES + 1024;
+const HARD_HEADERS: usize = MAX_HEADERS + 28;
+/// How long shutdown waits for open connections once in-flight requests have
+/// had their request timeout.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(35);
+/// How often a full house is logged at most.
+const FULL_WARNING_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The bounds every connection is served with.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Most connections open at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// From a request's first byte to the end of its head.
+    pub header_read_timeout: Duration,
+    /// From the end of a response to the next request's first byte.
+    pub idle_timeout: Duration,
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then lets
+/// in-flight requests finish and closes idle connections.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = GracefulShutdown::new();
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        // `ClockedStream` times the head from its first byte instead, so that
+        // an idle keep-alive connection gets the idle timeout.
+        .header_read_timeout(None)
+        .max_header_size(HARD_HEAD_BYTES)
+        .max_headers(HARD_HEADERS);
+    let mut last_full_warning: Option<Instant> = None;
+    tokio::pin!(shutdown);
+    loop {
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                if last_full_warning.is_none_or(|at| at.elapsed() > FULL_WARNING_INTERVAL) {
+                    tracing::warn!(
+                        max_connections = limits.max_connections,
+                        "every connection slot is in use (MAX_CONNECTIONS): new connections wait"
+                    );
+                    last_full_warning = Some(Instant::now());
+                }
+                tokio::select! {
+                    permit = permits.clone().acquire_owned() => match permit {
+                        Ok(permit) => permit,
+                        Err(_) => break,
+                    },
+                    () = &mut shutdown => break,
+                }
+            }
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    accept_failed(&error).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Responses are small and written whole: no reason to hold them back.
+        let _ = stream.set_nodelay(true);
+        let clock = Arc::new(ConnectionClock::new());
+        let io = TokioIo::new(ClockedStream {
+            inner: stream,
+            clock: clock.clone(),
+        });
+        let router = router.clone();
+        let watched = clock.clone();
+        let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+            clock.request_started();
+            let clock = clock.clone();
+            let response = router.clone().oneshot(request.map(axum::body::Body::new));
+            async move {
+                let response = response.await;
+                clock.response_sent();
+                response
+            }
+        });
+        let connection = graceful.watch(http.serve_connection(io, service));
+        tokio::spawn(async move {
+            // Dropping the connection closes it.
+            tokio::select! {
+                closed = connection => if let Err(error) = closed {
+                    tracing::debug!(%error, "connection closed");
+                },
+                reason = watched.expired(&limits) => {
+                    tracing::debug!(reason, "connection closed by the server");
+                }
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after the shutdown grace period: closing them");
+    }
+    Ok(())
+}
+
+/// File descriptors the server needs besides its client connections: the
+/// database pool, the listener, the runtime's own.
+const RESERVED_FILES: u64 = 64;
+
+/// Raises the process's soft limit on open files as far as `max_connections`
+/// needs and the hard limit allows, and says so when that is not enough.
+pub fn raise_file_limit(max_connections: usize) {
+    let wanted = max_connections as u64 + RESERVED_FILES;
+    match rlimit::increase_nofile_limit(wanted) {
+        Ok(granted) if granted < wanted => tracing::warn!(
+            granted,
+            max_connections,
+            "the system allows fewer open files than MAX_CONNECTIONS needs: raise `ulimit -n` \
+             (the hard limit) or lower MAX_CONNECTIONS"
+        ),
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "cannot read or raise the limit on open files"),
+    }
+}
+
+/// Accepting fails for the connection alone (reset before it was taken) or
+/// for the process (out of file descriptors): then wait before trying again,
+/// rather than spin.
+async fn accept_failed(error: &io::Error) {
+    use io::ErrorKind::{ConnectionAborted, ConnectionReset, Interrupted};
+    if matches!(
+        error.kind(),
+        ConnectionAborted | ConnectionReset | Interrupted
+    ) {
+        return;
+    }
+    tracing::error!(%error, "cannot accept connections (raise `ulimit -n` or lower MAX_CONNECTIONS)");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+/// Where a connection stands, for the deadline it is held to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Between requests since this instant: the idle timeout runs.
+    Idle(Instant),
+    /// A request's head has been arriving since this instant.
+    Head(Instant),
+    /// A request is being handled; the request timeout bounds it.
+    Busy,
+}
+
+/// The phase of one connection, moved on by its reads and by the service,
+/// and watched by `expired`.
+#[derive(Debug)]
+struct ConnectionClock {
+    phase: Mutex<Phase>,
+    changed: Notify,
+}
+
+impl ConnectionClock {
+    fn new() -> Self {
+        Self {
+            phase: Mutex::new(Phase::Idle(Instant::now())),
+            changed: Notify::new(),
+        }
+    }
+
+    fn phase(&self) -> Phase {
+        *self
+            .phase
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn set(&self, phase: Phase) {
+        *self
+            .phase
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = phase;
+        self.changed.notify_one();
+    }
+
+    fn bytes_arrived(&self) {
+        if let Phase::Idle(_) = self.phase() {
+            self.set(Phase::Head(Instant::now()));
+        }
+    }
+
+    fn request_started(&self) {
+        self.set(Phase::Busy);
+    }
+
+    fn response_sent(&self) {
+        self.set(Phase::Idle(Instant::now()));
+    }
+
+    fn deadline(&self, limits: &ConnectionLimits) -> Option<Instant> {
+        match self.phase() {
+            Phase::Idle(since) => Some(since + limits.idle_timeout),
+            Phase::Head(since) => Some(since + limits.header_read_timeout),
+            Phase::Busy => None,
+        }
+    }
+
+    /// Completes when the connection has been idle, or slow to send a head,
+    /// for longer than its limit.
+    async fn expired(&self, limits: &ConnectionLimits) -> &'static str {
+        loop {
+            let deadline = self.deadline(limits);
+            let Some(at) = deadline else {
+                self.changed.notified().await;
+                continue;
+            };
+            tokio::select! {
+                () = tokio::time::sleep_until(at) => {
+                    match self.phase() {
+                        Phase::Idle(_) if self.deadline(limits) == deadline => return "idle",
+                        Phase::Head(_) if self.deadline(limits) == deadline => return "head too slow",
+                        _ => {}
+                    }
+                }
+                () = self.changed.notified() => {}
+            }
+        }
+    }
+}
+
+/// A TCP stream that tells its clock when bytes arrive.
+struct ClockedStream {
+    inner: TcpStream,
+    clock: Arc<ConnectionClock>,
+}
+
+impl AsyncRead for ClockedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let read = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.clock.bytes_arrived();
+        }
+        read
+    }
+}
+
+impl AsyncWrite for ClockedStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Refuses a request whose target or header fields pass the limits above
+/// with 414 or 431 and the same JSON error body as every other refusal.
+pub async fn refuse_oversized_head(request: Request, next: Next) -> Response {
+    let uri_bytes = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |target| target.as_str().len());
+    if uri_bytes > MAX_URI_BYTES {
+        let message = format!(
+            "The request target must be at most {} KiB; send a long query with POST.",
+            MAX_URI_BYTES / 1024
+        );
+        return graphql_http::refusal(request.headers(), StatusCode::URI_TOO_LONG, &message);
+    }
+    let headers = request.headers();
+    // Each field as sent: name, ": ", value, CRLF.
+    let header_bytes: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if headers.len() > MAX_HEADERS || header_bytes > MAX_HEADER_BYTES {
+        let message = format!(
+            "The request headers must be at most {MAX_HEADERS} fields and {} KiB in all.",
+            MAX_HEADER_BYTES / 1024
+        );
+        return graphql_http::refusal(
+            headers,
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            &message,
+        );
+    }
+    next.run(request).await
+}
