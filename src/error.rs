@@ -2,6 +2,8 @@
 
 use async_graphql::ErrorExtensions;
 
+use crate::db::DbError;
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything an onboarding operation can fail with. Only the messages of the
@@ -15,7 +17,7 @@ pub enum Error {
     #[error("{0}")]
     BadUserInput(String),
     #[error("The database is unavailable; retry shortly.")]
-    Unavailable(#[source] sqlx::Error),
+    Unavailable(#[source] DbError),
     #[error("Internal server error.")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -73,9 +75,9 @@ impl RequestErrorCode {
     }
 }
 
-impl From<sqlx::Error> for Error {
-    fn from(error: sqlx::Error) -> Self {
-        if crate::db::is_unavailable(&error) {
+impl From<DbError> for Error {
+    fn from(error: DbError) -> Self {
+        if error.is_unavailable() {
             Error::Unavailable(error)
         } else {
             Error::Internal(Box::new(error))

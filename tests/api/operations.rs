@@ -331,3 +331,71 @@ async fn a_write_to_a_postgres_turned_read_only_is_told_to_retry() {
         "{body}"
     );
 }
+
+/// SQLite commits the writes that arrive together in one transaction, one
+/// fsync for all, and answers none before that commit: every acknowledged
+/// write survives a SIGKILL the moment the last answer arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sqlite_writes_share_commits_and_every_acknowledged_one_survives_sigkill() {
+    const WRITES: usize = 200;
+    const USERS: usize = 50;
+    let db = TestDatabase::create(Backend::Sqlite).await;
+    let server = ServerProcess::start(&db.url, &[("RUST_LOG", "info,onboarding::db=debug")]).await;
+    let admin = token("the-admin", &["admin"]);
+    let url = server.graphql_url();
+    let writes = (0..WRITES).map(|write| {
+        let (url, admin) = (url.clone(), admin.clone());
+        tokio::spawn(async move {
+            let user = format!("user-{}", write % USERS);
+            let mutation =
+                "mutation($step: Int!, $user: String) { setOnboardingStep(step: $step, userId: $user) { userId currentStep updatedAt } }";
+            let body: Value = post_graphql(&url, Some(&admin), mutation, json!({ "step": write, "user": user }))
+                .await
+                .json()
+                .await
+                .expect("JSON");
+            body["data"]["setOnboardingStep"].clone()
+        })
+    });
+    let mut acknowledged = Vec::new();
+    for write in futures_util::future::join_all(writes).await {
+        let state = write.expect("a writer task");
+        assert!(state.is_object(), "every write succeeds: {state}");
+        acknowledged.push(state);
+    }
+    let committed: Vec<Value> = server.all_logged("group committed");
+    server.kill();
+
+    let groups = committed.len();
+    let grouped: u64 = committed
+        .iter()
+        .filter_map(|line| line["writes"].as_u64())
+        .sum();
+    assert_eq!(grouped, WRITES as u64, "every write was in a logged group");
+    assert!(groups < WRITES / 2, "{WRITES} writes took {groups} commits");
+
+    let restarted = ServerProcess::start(&db.url, &[]).await;
+    for user in 0..USERS {
+        let user = format!("user-{user}");
+        let last = acknowledged
+            .iter()
+            .filter(|state| state["userId"] == user.as_str())
+            .max_by_key(|state| state["updatedAt"].as_str().unwrap_or_default().to_owned())
+            .expect("writes for every user");
+        let query = "query($user: String) { onboardingState(userId: $user) { userId currentStep updatedAt } }";
+        let body: Value = post_graphql(
+            &restarted.graphql_url(),
+            Some(&admin),
+            query,
+            json!({ "user": user }),
+        )
+        .await
+        .json()
+        .await
+        .expect("JSON");
+        assert_eq!(
+            &body["data"]["onboardingState"], last,
+            "the last acknowledged write to {user}"
+        );
+    }
+}

@@ -1,32 +1,32 @@
-//! The one place that knows SQL: the connection pool for either backend, the
+//! The one place that knows SQL: the connections to either backend, the
 //! embedded migrations, and the statements that read and write states.
 //!
 //! Both backends run the same statements: `$N` parameters, `on conflict`
 //! upserts and `returning` mean the same in SQLite and Postgres. Only the
-//! `updated_at` a write sets is worked out per dialect (see `Upserts`).
+//! `updated_at` a write sets, and how a list of user ids is passed, differ
+//! per dialect. SQLite's side (one writer that commits writes in groups, and
+//! readers that answer reads in groups) is in `sqlite.rs`.
 
+use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use sqlx::Connection;
-use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::migrate::MigrateError;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteError, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteSynchronous,
-};
+use sqlx::sqlite::SqliteError;
 
 use crate::config::DatabaseArgs;
 use crate::onboarding::{Change, OnboardingState, Step, UserId};
 
-static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
-static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+pub use sqlite::Sqlite;
+
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// How long a request waits for a free connection before failing.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long SQLite waits for another writer before giving up.
-const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The columns of `onboarding_state`, in the order `OnboardingState` reads them.
 macro_rules! columns {
@@ -46,8 +46,6 @@ const CREATE_IF_MISSING: &str = concat!(
     columns!(),
     ") values ($1, false, 0, null, $2, $2) on conflict (user_id) do nothing"
 );
-
-const LAST_UPDATED: &str = "select updated_at from onboarding_state where user_id = $1";
 
 /// One atomic statement that creates the state with `$values` or, when it
 /// exists, updates it with `$set`. `$1` is the user id, `$2` the step, `$3` now.
@@ -98,9 +96,7 @@ macro_rules! upserts {
     };
 }
 
-/// SQLite's text timestamps have no microsecond arithmetic: its one writer
-/// reads the stored `updated_at` and moves the write's time past it in Rust.
-const SQLITE_UPSERTS: Upserts = upserts!("excluded.updated_at");
+mod sqlite;
 
 /// Postgres writers run side by side (and on replicas whose clocks differ), so
 /// the statement itself moves the write's time past the stored one.
@@ -119,28 +115,43 @@ impl Upserts {
     }
 }
 
+/// A database failure, shared by every request of a group that it failed.
+#[derive(Debug, Clone)]
+pub struct DbError(Arc<sqlx::Error>);
+
+impl From<sqlx::Error> for DbError {
+    fn from(error: sqlx::Error) -> Self {
+        Self(Arc::new(error))
+    }
+}
+
+impl fmt::Display for DbError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for DbError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl DbError {
+    /// Whether the database cannot serve right now (down, out of connections,
+    /// locked by another process) rather than a fault in the request.
+    pub fn is_unavailable(&self) -> bool {
+        is_unavailable(&self.0)
+    }
+}
+
+pub type Result<T, E = DbError> = std::result::Result<T, E>;
+
 /// Connections to whichever database `DATABASE_URL` names.
 #[derive(Debug, Clone)]
 pub enum Db {
-    /// SQLite runs one write at a time: writers queue for the one `write`
-    /// connection in the pool, in order, instead of retrying against the
-    /// file lock, while `read` connections run beside them (WAL).
-    Sqlite {
-        read: SqlitePool,
-        write: SqlitePool,
-    },
+    Sqlite(Sqlite),
     Postgres(PgPool),
-}
-
-/// Runs the same expression against the `read` or `write` pool of `db`;
-/// Postgres has one pool for both.
-macro_rules! on_pool {
-    ($db:expr, $access:ident, $pool:ident => $body:expr) => {
-        match $db {
-            Db::Sqlite { $access: $pool, .. } => $body,
-            Db::Postgres($pool) => $body,
-        }
-    };
 }
 
 /// Why the database could not be opened.
@@ -168,6 +179,7 @@ pub enum ConnectError {
 pub fn is_unavailable(error: &sqlx::Error) -> bool {
     match error {
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+        sqlx::Error::WorkerCrashed => true,
         sqlx::Error::Database(error) => {
             let code = error.code().unwrap_or_default();
             if error.try_downcast_ref::<SqliteError>().is_some() {
@@ -197,35 +209,14 @@ fn postgres_unavailable(code: &str) -> bool {
 }
 
 impl Db {
-    /// Opens the pools. SQLite is set up for a server: the file is created if
-    /// missing, WAL lets readers run beside the writer, `synchronous = full`
-    /// makes every acknowledged commit durable, and a writer that finds the
-    /// file locked (by another process) waits for it.
+    /// Opens the database: SQLite's writer and readers, or a Postgres pool.
     pub async fn connect(args: &DatabaseArgs) -> Result<Self, ConnectError> {
         let url = args.database_url.as_str();
         let scheme = url.split(':').next().unwrap_or_default();
         match scheme {
-            "sqlite" => {
-                let options = SqliteConnectOptions::from_str(url)
-                    .map_err(ConnectError::InvalidUrl)?
-                    .create_if_missing(true)
-                    .journal_mode(SqliteJournalMode::Wal)
-                    .synchronous(SqliteSynchronous::Full)
-                    .busy_timeout(SQLITE_BUSY_TIMEOUT)
-                    .foreign_keys(true);
-                let pool = |size| {
-                    SqlitePoolOptions::new()
-                        .max_connections(size)
-                        .acquire_timeout(ACQUIRE_TIMEOUT)
-                        .connect_with(options.clone())
-                };
-                // The writer first: it creates the file and switches it to WAL.
-                let write = pool(1).await.map_err(ConnectError::OpenSqlite)?;
-                let read = pool(args.database_max_connections)
-                    .await
-                    .map_err(ConnectError::OpenSqlite)?;
-                Ok(Db::Sqlite { read, write })
-            }
+            "sqlite" => Ok(Db::Sqlite(
+                Sqlite::open(url, args.database_max_connections).await?,
+            )),
             "postgres" | "postgresql" => {
                 let options = PgConnectOptions::from_str(url).map_err(ConnectError::InvalidUrl)?;
                 // One direct connection first: the pool retries until its
@@ -241,6 +232,10 @@ impl Db {
                 let pool = PgPoolOptions::new()
                     .max_connections(args.database_max_connections)
                     .acquire_timeout(ACQUIRE_TIMEOUT)
+                    // A broken connection fails the one statement that finds
+                    // it and is replaced; a ping before every statement would
+                    // double the round trips of every request.
+                    .test_before_acquire(false)
                     .connect_with(options)
                     .await
                     .map_err(ConnectError::Connect)?;
@@ -253,93 +248,84 @@ impl Db {
     /// Applies the migrations this database has not seen yet.
     pub async fn migrate(&self) -> Result<(), MigrateError> {
         match self {
-            Db::Sqlite { write, .. } => SQLITE_MIGRATIONS.run(write).await,
+            Db::Sqlite(sqlite) => sqlite.migrate().await,
             Db::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await,
         }
     }
 
     /// Checks that the database answers.
-    pub async fn ping(&self) -> Result<(), sqlx::Error> {
-        on_pool!(self, read, pool => sqlx::query("select 1").execute(pool).await.map(drop))
+    pub async fn ping(&self) -> Result<()> {
+        match self {
+            Db::Sqlite(sqlite) => sqlite.ping().await,
+            Db::Postgres(pool) => Ok(sqlx::query("select 1").execute(pool).await.map(drop)?),
+        }
     }
 
-    /// Closes every connection, waiting for those in use to be returned.
+    /// Closes every connection once the requests using them are done.
     pub async fn close(&self) {
         match self {
-            Db::Sqlite { read, write } => {
-                read.close().await;
-                write.close().await;
-            }
+            Db::Sqlite(sqlite) => sqlite.close().await,
             Db::Postgres(pool) => pool.close().await,
         }
     }
 
-    /// The stored state, if there is one: one round trip.
-    #[tracing::instrument(skip_all)]
-    pub async fn find(&self, user_id: &UserId) -> Result<Option<OnboardingState>, sqlx::Error> {
-        on_pool!(self, read, pool => sqlx::query_as(FIND).bind(user_id.as_str()).fetch_optional(pool).await)
+    /// The stored state, if there is one.
+    #[tracing::instrument(level = "debug", skip_all)]
+    pub async fn find(&self, user_id: &UserId) -> Result<Option<OnboardingState>> {
+        match self {
+            Db::Sqlite(sqlite) => sqlite.find(user_id).await,
+            Db::Postgres(pool) => Ok(sqlx::query_as(FIND)
+                .bind(user_id.as_str())
+                .fetch_optional(pool)
+                .await?),
+        }
     }
 
     /// Inserts a fresh state unless one exists, then reads it. Concurrent
     /// callers all succeed and all see the one row that won.
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn find_or_create(
         &self,
         user_id: &UserId,
         now: DateTime<Utc>,
-    ) -> Result<OnboardingState, sqlx::Error> {
-        on_pool!(self, write, pool => {
-            sqlx::query(CREATE_IF_MISSING)
-                .bind(user_id.as_str())
-                .bind(now)
-                .execute(pool)
-                .await?;
-            sqlx::query_as(FIND).bind(user_id.as_str()).fetch_one(pool).await
-        })
+    ) -> Result<OnboardingState> {
+        match self {
+            Db::Sqlite(sqlite) => sqlite.find_or_create(user_id, now).await,
+            Db::Postgres(pool) => {
+                sqlx::query(CREATE_IF_MISSING)
+                    .bind(user_id.as_str())
+                    .bind(now)
+                    .execute(pool)
+                    .await?;
+                Ok(sqlx::query_as(FIND)
+                    .bind(user_id.as_str())
+                    .fetch_one(pool)
+                    .await?)
+            }
+        }
     }
 
-    /// Applies `change` in one atomic upsert that also creates a missing state.
+    /// Applies `change` in one atomic write that also creates a missing state.
     /// The time it writes is `now`, or a microsecond past the stored
     /// `updated_at` when the clock has not moved beyond it, so the write that
     /// lands last always carries the latest `updated_at`.
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn apply(
         &self,
         user_id: &UserId,
         change: Change,
         now: DateTime<Utc>,
-    ) -> Result<OnboardingState, sqlx::Error> {
+    ) -> Result<OnboardingState> {
         match self {
-            Db::Sqlite { write, .. } => {
-                let (statement, step) = SQLITE_UPSERTS.of(change);
-                // `begin immediate` takes the write lock before the read, so no
-                // writer, not even another process, comes in between.
-                let mut transaction = write.begin_with("begin immediate").await?;
-                let last_updated: Option<DateTime<Utc>> = sqlx::query_scalar(LAST_UPDATED)
-                    .bind(user_id.as_str())
-                    .fetch_optional(&mut *transaction)
-                    .await?;
-                let written_at = last_updated
-                    .map(|last| last + TimeDelta::microseconds(1))
-                    .filter(|next| *next > now)
-                    .unwrap_or(now);
-                let state = sqlx::query_as(statement)
-                    .bind(user_id.as_str())
-                    .bind(step.get())
-                    .bind(written_at)
-                    .fetch_one(&mut *transaction)
-                    .await?;
-                transaction.commit().await?;
-                Ok(state)
-            }
+            Db::Sqlite(sqlite) => sqlite.apply(user_id, change, now).await,
             Db::Postgres(pool) => {
                 let (statement, step) = POSTGRES_UPSERTS.of(change);
-                sqlx::query_as(statement)
+                Ok(sqlx::query_as(statement)
                     .bind(user_id.as_str())
                     .bind(step.get())
                     .bind(now)
                     .fetch_one(pool)
-                    .await
+                    .await?)
             }
         }
     }

@@ -1,0 +1,457 @@
+//! SQLite: one writer connection that commits together every write waiting
+//! for it (group commit), and reader connections that answer together every
+//! read waiting for them.
+//!
+//! SQLite runs one write transaction at a time, and `synchronous = full`
+//! makes each commit an fsync; sqlx runs each connection on a thread of its
+//! own, so every statement is a hop to that thread and back. Taking what
+//! waits as one group shares the fsync and the hops among all of it.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
+use sqlx::{ConnectOptions, Connection};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::{ConnectError, DbError, Result, Upserts};
+use crate::onboarding::{Change, OnboardingState, Step, UserId};
+
+static MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// How long SQLite waits for another process's writer before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most reads or writes taken as one group.
+const MAX_GROUP: usize = 256;
+
+/// Every state among the user ids of `$1`, a JSON array.
+const FIND_MANY: &str = concat!(
+    "select ",
+    columns!(),
+    " from onboarding_state where user_id in (select value from json_each($1))"
+);
+
+/// Each write runs inside a savepoint of the group's transaction, in the
+/// same round trip, so that one that fails is undone alone.
+macro_rules! in_savepoint {
+    ($statement:expr) => {
+        concat!("savepoint write; ", $statement, "; release write")
+    };
+}
+const UNDO_WRITE: &str = "rollback to write; release write";
+
+/// A fresh state for `$1` at step `$2`, created at `$3`.
+const CREATE: &str = in_savepoint!(concat!(
+    "insert into onboarding_state (",
+    columns!(),
+    ") values ($1, false, $2, null, $3, $3) returning ",
+    columns!()
+));
+
+/// SQLite's text timestamps have no microsecond arithmetic: its one writer
+/// works out each write's time in Rust from the stored `updated_at`.
+const UPSERTS: Upserts = Upserts {
+    complete: in_savepoint!(upsert!(
+        "($1, true, $2, $3, $3, $3)",
+        "is_completed = true, current_step = excluded.current_step, \
+         completed_at = excluded.updated_at, updated_at = excluded.updated_at"
+    )),
+    set_step: in_savepoint!(upsert!(
+        "($1, false, $2, null, $3, $3)",
+        "current_step = excluded.current_step, updated_at = excluded.updated_at"
+    )),
+    reset: in_savepoint!(upsert!(
+        "($1, false, $2, null, $3, $3)",
+        "is_completed = false, current_step = excluded.current_step, \
+         completed_at = null, updated_at = excluded.updated_at"
+    )),
+};
+
+/// The SQLite database: queues to its writer and to its readers.
+#[derive(Debug, Clone)]
+pub struct Sqlite {
+    options: Arc<SqliteConnectOptions>,
+    writes: mpsc::Sender<Job<(UserId, Write)>>,
+    reads: flume::Sender<Job<Read>>,
+    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    readers: usize,
+}
+
+/// A write: the state to create when missing, or a change to apply.
+#[derive(Debug, Clone, Copy)]
+enum Write {
+    Create,
+    Apply(Change),
+}
+
+/// What a read asks: one user's state, or (`None`) only that the database answers.
+type Read = Option<UserId>;
+
+/// One queued request and where its answer goes, or the word to stop.
+enum Job<T> {
+    Request(Request<T>),
+    Close,
+}
+
+struct Request<T> {
+    user: T,
+    now: DateTime<Utc>,
+    answer: oneshot::Sender<Result<Option<OnboardingState>>>,
+}
+
+impl Sqlite {
+    /// Opens the writer and the readers. The file is created if missing, WAL
+    /// lets readers run beside the writer, `synchronous = full` makes every
+    /// acknowledged commit durable, and a writer that finds the file locked
+    /// (by another process) waits for it.
+    pub async fn open(url: &str, max_connections: u32) -> Result<Self, ConnectError> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(ConnectError::InvalidUrl)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        // The writer first: it creates the file and switches it to WAL.
+        let writer = options.connect().await.map_err(ConnectError::OpenSqlite)?;
+        // Readers beyond one per core would only split groups.
+        let cores = std::thread::available_parallelism().map_or(1, |cores| cores.get());
+        let readers = (max_connections as usize).clamp(1, cores);
+        let (writes, write_queue) = mpsc::channel(4 * MAX_GROUP);
+        let (reads, read_queue) = flume::bounded(4 * MAX_GROUP);
+        let mut tasks = vec![tokio::spawn(write_groups(
+            writer,
+            options.clone(),
+            write_queue,
+        ))];
+        for _ in 0..readers {
+            let reader = options.connect().await.map_err(ConnectError::OpenSqlite)?;
+            tasks.push(tokio::spawn(read_groups(reader, read_queue.clone())));
+        }
+        Ok(Self {
+            options: Arc::new(options),
+            writes,
+            reads,
+            tasks: Arc::new(Mutex::new(tasks)),
+            readers,
+        })
+    }
+
+    /// Applies the migrations this database has not seen yet, on a connection
+    /// of their own.
+    pub async fn migrate(&self) -> Result<(), MigrateError> {
+        let mut connection = self.options.connect().await?;
+        let migrated = MIGRATIONS.run(&mut connection).await;
+        let _ = connection.close().await;
+        migrated
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        self.read(None).await.map(drop)
+    }
+
+    pub async fn find(&self, user_id: &UserId) -> Result<Option<OnboardingState>> {
+        self.read(Some(user_id.clone())).await
+    }
+
+    pub async fn find_or_create(
+        &self,
+        user_id: &UserId,
+        now: DateTime<Utc>,
+    ) -> Result<OnboardingState> {
+        self.write(user_id, Write::Create, now).await
+    }
+
+    pub async fn apply(
+        &self,
+        user_id: &UserId,
+        change: Change,
+        now: DateTime<Utc>,
+    ) -> Result<OnboardingState> {
+        self.write(user_id, Write::Apply(change), now).await
+    }
+
+    async fn read(&self, user: Read) -> Result<Option<OnboardingState>> {
+        let (answer, answered) = oneshot::channel();
+        let job = Job::Request(Request {
+            user,
+            now: Utc::now(),
+            answer,
+        });
+        self.reads.send_async(job).await.map_err(|_| closed())?;
+        answered.await.map_err(|_| closed())?
+    }
+
+    async fn write(
+        &self,
+        user_id: &UserId,
+        write: Write,
+        now: DateTime<Utc>,
+    ) -> Result<OnboardingState> {
+        let (answer, answered) = oneshot::channel();
+        let request = Request {
+            user: (user_id.clone(), write),
+            now,
+            answer,
+        };
+        self.writes
+            .send(Job::Request(request))
+            .await
+            .map_err(|_| closed())?;
+        answered
+            .await
+            .map_err(|_| closed())??
+            .ok_or_else(|| sqlx::Error::RowNotFound.into())
+    }
+
+    /// Lets the writer and the readers finish what is queued, then closes
+    /// their connections.
+    pub async fn close(&self) {
+        let _ = self.writes.send(Job::Close).await;
+        for _ in 0..self.readers {
+            let _ = self.reads.send_async(Job::Close).await;
+        }
+        let tasks = std::mem::take(
+            &mut *self
+                .tasks
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// What a request gets when the writer or readers have stopped.
+fn closed() -> DbError {
+    sqlx::Error::PoolClosed.into()
+}
+
+/// The writer: takes every write waiting, up to `MAX_GROUP`, commits them in
+/// one transaction, and only then answers each.
+async fn write_groups(
+    mut connection: SqliteConnection,
+    options: SqliteConnectOptions,
+    mut queue: mpsc::Receiver<Job<(UserId, Write)>>,
+) {
+    while let Some(first) = queue.recv().await {
+        let (group, close) = gather(first, || queue.try_recv().ok());
+        if !group.is_empty() {
+            let writes = group
+                .iter()
+                .map(|request| (request.user.0.clone(), request.user.1, request.now))
+                .collect();
+            let (used, committed) = commit_group(connection, writes).await;
+            connection = used;
+            match committed {
+                Ok(results) => {
+                    tracing::debug!(writes = group.len(), "group committed");
+                    for (request, result) in group.into_iter().zip(results) {
+                        let _ = request.answer.send(result.map(Some));
+                    }
+                }
+                Err(error) => {
+                    tracing::debug!(writes = group.len(), %error, "group failed");
+                    for request in group {
+                        let _ = request.answer.send(Err(error.clone()));
+                    }
+                    connection = reopened(connection, options.clone()).await;
+                }
+            }
+        }
+        if close {
+            break;
+        }
+    }
+    let _ = connection.close().await;
+}
+
+/// The group that starts with `first`: every request waiting behind it, up
+/// to `MAX_GROUP`, and whether a `Close` ended it. Each queue user takes one
+/// `Close` at most, so every reader gets one of its own.
+fn gather<T>(
+    first: Job<T>,
+    mut waiting: impl FnMut() -> Option<Job<T>>,
+) -> (Vec<Request<T>>, bool) {
+    let mut group = Vec::new();
+    let mut next = Some(first);
+    while let Some(job) = next {
+        match job {
+            Job::Request(request) => group.push(request),
+            Job::Close => return (group, true),
+        }
+        if group.len() == MAX_GROUP {
+            break;
+        }
+        next = waiting();
+    }
+    (group, false)
+}
+
+/// The connection, or a new one when it no longer answers (the file was
+/// replaced, the disk failed); the next group tries again if that fails too.
+async fn reopened(
+    mut connection: SqliteConnection,
+    options: SqliteConnectOptions,
+) -> SqliteConnection {
+    if connection.ping().await.is_ok() {
+        return connection;
+    }
+    match options.connect().await {
+        Ok(fresh) => fresh,
+        Err(error) => {
+            tracing::warn!(%error, "cannot reopen the SQLite database");
+            connection
+        }
+    }
+}
+
+/// One transaction for the whole group. `begin immediate` takes the write lock
+/// before anything is read, so no writer, not even another process, comes
+/// between the stored times read here and the writes that move past them.
+///
+/// The connection is passed in and handed back, not borrowed: a borrowed one
+/// keeps the spawned writer from being `Send` (rust-lang/rust#102211).
+async fn commit_group(
+    mut connection: SqliteConnection,
+    group: Vec<(UserId, Write, DateTime<Utc>)>,
+) -> (SqliteConnection, Result<Vec<Result<OnboardingState>>>) {
+    if let Err(error) = sqlx::query("begin immediate")
+        .execute(&mut connection)
+        .await
+    {
+        return (connection, Err(error.into()));
+    }
+    let (mut connection, written) = write_group(connection, group).await;
+    let finished = match &written {
+        Ok(_) => sqlx::query("commit").execute(&mut connection).await,
+        Err(_) => sqlx::query("rollback").execute(&mut connection).await,
+    };
+    let committed = match (written, finished) {
+        (Ok(results), Ok(_)) => Ok(results),
+        (Err(error), _) => Err(error),
+        (Ok(_), Err(error)) => {
+            // A commit that failed may leave the transaction open.
+            let _ = sqlx::query("rollback").execute(&mut connection).await;
+            Err(error.into())
+        }
+    };
+    (connection, committed)
+}
+
+/// The writes of a group, in the open transaction: each one's result.
+async fn write_group(
+    mut connection: SqliteConnection,
+    group: Vec<(UserId, Write, DateTime<Utc>)>,
+) -> (SqliteConnection, Result<Vec<Result<OnboardingState>>>) {
+    let ids = json_ids(group.iter().map(|(user_id, _, _)| user_id));
+    let stored = sqlx::query_as::<_, OnboardingState>(FIND_MANY)
+        .bind(ids)
+        .fetch_all(&mut connection)
+        .await;
+    let stored = match stored {
+        Ok(stored) => stored,
+        Err(error) => return (connection, Err(error.into())),
+    };
+    let mut current: HashMap<String, OnboardingState> = stored
+        .into_iter()
+        .map(|state| (state.user_id.clone(), state))
+        .collect();
+    let mut results = Vec::with_capacity(group.len());
+    for (user_id, write, now) in group {
+        let stored = current.get(user_id.as_str());
+        let (statement, step, at) = match (write, stored) {
+            (Write::Create, Some(state)) => {
+                results.push(Ok(state.clone()));
+                continue;
+            }
+            (Write::Create, None) => (CREATE, Step::FIRST, now),
+            (Write::Apply(change), stored) => {
+                let (statement, step) = UPSERTS.of(change);
+                (statement, step, written_at(stored, now))
+            }
+        };
+        let written = sqlx::query_as::<_, OnboardingState>(statement)
+            .bind(user_id.as_str())
+            .bind(step.get())
+            .bind(at)
+            .fetch_all(&mut connection)
+            .await;
+        let result = match written {
+            Ok(rows) => rows
+                .into_iter()
+                .next()
+                .ok_or_else(|| sqlx::Error::RowNotFound.into()),
+            Err(error) => {
+                // Undo the failed write alone; the group goes on.
+                if let Err(undo) = sqlx::query(UNDO_WRITE).execute(&mut connection).await {
+                    tracing::warn!(%undo, "cannot undo a failed write");
+                }
+                Err(error.into())
+            }
+        };
+        if let Ok(state) = &result {
+            current.insert(state.user_id.clone(), state.clone());
+        }
+        results.push(result);
+    }
+    (connection, Ok(results))
+}
+
+/// `now`, or a microsecond past the stored `updated_at` when the clock has
+/// not moved beyond it, so the write that lands last carries the latest time.
+fn written_at(stored: Option<&OnboardingState>, now: DateTime<Utc>) -> DateTime<Utc> {
+    stored
+        .map(|state| state.updated_at + TimeDelta::microseconds(1))
+        .filter(|next| *next > now)
+        .unwrap_or(now)
+}
+
+/// A reader: takes every read waiting, up to `MAX_GROUP`, and answers them
+/// all from one statement.
+async fn read_groups(mut connection: SqliteConnection, queue: flume::Receiver<Job<Read>>) {
+    while let Ok(first) = queue.recv_async().await {
+        let (group, close) = gather(first, || queue.try_recv().ok());
+        if !group.is_empty() {
+            let ids = json_ids(group.iter().filter_map(|request| request.user.as_ref()));
+            let found = sqlx::query_as::<_, OnboardingState>(FIND_MANY)
+                .bind(ids)
+                .fetch_all(&mut connection)
+                .await;
+            match found {
+                Ok(states) => {
+                    for request in group {
+                        let state = request.user.as_ref().and_then(|user_id| {
+                            states
+                                .iter()
+                                .find(|state| state.user_id == user_id.as_str())
+                        });
+                        let _ = request.answer.send(Ok(state.cloned()));
+                    }
+                }
+                Err(error) => {
+                    let error = DbError::from(error);
+                    for request in group {
+                        let _ = request.answer.send(Err(error.clone()));
+                    }
+                }
+            }
+        }
+        if close {
+            break;
+        }
+    }
+    let _ = connection.close().await;
+}
+
+/// User ids as the JSON array `FIND_MANY` reads.
+fn json_ids<'a>(ids: impl Iterator<Item = &'a UserId>) -> String {
+    let ids: Vec<&str> = ids.map(UserId::as_str).collect();
+    serde_json::to_string(&ids).unwrap_or_else(|_| "[]".to_owned())
+}
