@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -12,7 +13,9 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::Level;
@@ -179,7 +182,45 @@ pub fn router(state: AppState, cors: CorsLayer) -> Router {
         .layer(cors)
         .layer(trace)
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(SetRequestIdLayer::new(request_id, RequestIds::new()))
+}
+
+/// Request ids in the shape of a UUID: 64 random bits drawn once per process,
+/// so that ids from different replicas do not collide, then a counter. A
+/// random UUID per request would cost a `getrandom` system call each.
+#[derive(Debug, Clone)]
+struct RequestIds {
+    process: u64,
+    next: Arc<AtomicU64>,
+}
+
+impl RequestIds {
+    fn new() -> Self {
+        // std seeds every `RandomState` from the system's randomness.
+        let process = std::hash::BuildHasher::hash_one(
+            &std::collections::hash_map::RandomState::new(),
+            std::process::id(),
+        );
+        Self {
+            process,
+            next: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+impl MakeRequestId for RequestIds {
+    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
+        let count = self.next.fetch_add(1, Ordering::Relaxed);
+        let id = format!(
+            "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+            self.process >> 32,
+            (self.process >> 16) & 0xffff,
+            self.process & 0xffff,
+            (count >> 48) & 0xffff,
+            count & 0xffff_ffff_ffff,
+        );
+        HeaderValue::from_str(&id).ok().map(RequestId::new)
+    }
 }
 
 /// `GET /healthz`: the process is up.

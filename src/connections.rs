@@ -19,8 +19,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, Semaphore};
-use tokio::time::Instant;
+use tokio::sync::Semaphore;
+use tokio::time::{Instant, Sleep};
 use tower::ServiceExt;
 
 use crate::graphql_http;
@@ -66,8 +66,8 @@ pub async fn serve(
     let graceful = GracefulShutdown::new();
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
-        // `ClockedStream` times the head from its first byte instead, so that
-        // an idle keep-alive connection gets the idle timeout.
+        // `ClockedStream` times the head from its first byte instead: the
+        // library's timer starts as soon as a connection waits, idle or not.
         .header_read_timeout(None)
         .max_header_size(HARD_HEAD_BYTES)
         .max_headers(HARD_HEADERS);
@@ -109,6 +109,8 @@ pub async fn serve(
         let io = TokioIo::new(ClockedStream {
             inner: stream,
             clock: clock.clone(),
+            header_read_timeout: limits.header_read_timeout,
+            head_timer: None,
         });
         let router = router.clone();
         let watched = clock.clone();
@@ -129,8 +131,8 @@ pub async fn serve(
                 closed = connection => if let Err(error) = closed {
                     tracing::debug!(%error, "connection closed");
                 },
-                reason = watched.expired(&limits) => {
-                    tracing::debug!(reason, "connection closed by the server");
+                () = watched.idle_expired(limits.idle_timeout) => {
+                    tracing::debug!("idle connection closed");
                 }
             }
             drop(permit);
@@ -192,37 +194,30 @@ enum Phase {
     Busy,
 }
 
-/// The phase of one connection, moved on by its reads and by the service,
-/// and watched by `expired`.
+/// The phase of one connection, moved on by its reads and by the service.
 #[derive(Debug)]
-struct ConnectionClock {
-    phase: Mutex<Phase>,
-    changed: Notify,
-}
+struct ConnectionClock(Mutex<Phase>);
 
 impl ConnectionClock {
     fn new() -> Self {
-        Self {
-            phase: Mutex::new(Phase::Idle(Instant::now())),
-            changed: Notify::new(),
-        }
+        Self(Mutex::new(Phase::Idle(Instant::now())))
     }
 
     fn phase(&self) -> Phase {
         *self
-            .phase
+            .0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn set(&self, phase: Phase) {
         *self
-            .phase
+            .0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = phase;
-        self.changed.notify_one();
     }
 
+    /// The start of a head when the connection was idle.
     fn bytes_arrived(&self) {
         if let Phase::Idle(_) = self.phase() {
             self.set(Phase::Head(Instant::now()));
@@ -237,41 +232,32 @@ impl ConnectionClock {
         self.set(Phase::Idle(Instant::now()));
     }
 
-    fn deadline(&self, limits: &ConnectionLimits) -> Option<Instant> {
-        match self.phase() {
-            Phase::Idle(since) => Some(since + limits.idle_timeout),
-            Phase::Head(since) => Some(since + limits.header_read_timeout),
-            Phase::Busy => None,
-        }
-    }
-
-    /// Completes when the connection has been idle, or slow to send a head,
-    /// for longer than its limit.
-    async fn expired(&self, limits: &ConnectionLimits) -> &'static str {
+    /// Completes once the connection has sat idle for `idle_timeout`. It
+    /// wakes at most once per idle timeout to look again: the deadline only
+    /// ever moves later while it sleeps.
+    async fn idle_expired(&self, idle_timeout: Duration) {
         loop {
-            let deadline = self.deadline(limits);
-            let Some(at) = deadline else {
-                self.changed.notified().await;
-                continue;
+            let (phase, wake_at) = match self.phase() {
+                phase @ Phase::Idle(since) => (phase, since + idle_timeout),
+                phase => (phase, Instant::now() + idle_timeout),
             };
-            tokio::select! {
-                () = tokio::time::sleep_until(at) => {
-                    match self.phase() {
-                        Phase::Idle(_) if self.deadline(limits) == deadline => return "idle",
-                        Phase::Head(_) if self.deadline(limits) == deadline => return "head too slow",
-                        _ => {}
-                    }
-                }
-                () = self.changed.notified() => {}
+            tokio::time::sleep_until(wake_at).await;
+            if matches!(phase, Phase::Idle(_)) && self.phase() == phase {
+                return;
             }
         }
     }
 }
 
-/// A TCP stream that tells its clock when bytes arrive.
+/// A TCP stream that tells its clock when bytes arrive, and fails a read
+/// with `TimedOut` (which makes the HTTP library close the connection) once
+/// a head has taken longer than the header read timeout. Reads are waited on
+/// mid-head, so the timer is only armed for a head that arrives in pieces.
 struct ClockedStream {
     inner: TcpStream,
     clock: Arc<ConnectionClock>,
+    header_read_timeout: Duration,
+    head_timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl AsyncRead for ClockedStream {
@@ -285,7 +271,30 @@ impl AsyncRead for ClockedStream {
         if buf.filled().len() > before {
             self.clock.bytes_arrived();
         }
+        if read.is_pending() && self.head_too_slow(cx) {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the request head took longer than HEADER_READ_TIMEOUT",
+            )));
+        }
         read
+    }
+}
+
+impl ClockedStream {
+    fn head_too_slow(&mut self, cx: &mut Context<'_>) -> bool {
+        let Phase::Head(since) = self.clock.phase() else {
+            self.head_timer = None;
+            return false;
+        };
+        let deadline = since + self.header_read_timeout;
+        let timer = self
+            .head_timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+        timer.as_mut().poll(cx).is_ready()
     }
 }
 

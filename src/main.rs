@@ -10,7 +10,7 @@ use onboarding::{graphql, telemetry};
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init(&cli.log_filter, cli.log_format);
+    let _log_writer = telemetry::init(&cli.log_filter, cli.log_format);
     let result = match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Migrate(args) => migrate(args).await,

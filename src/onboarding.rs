@@ -91,7 +91,7 @@ impl Onboarding {
     }
 
     /// The state of `requested` (or the viewer's own), created on first access.
-    #[tracing::instrument(skip_all, fields(user_id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(user_id))]
     pub async fn state(
         &self,
         viewer: &Viewer,
@@ -109,7 +109,7 @@ impl Onboarding {
     }
 
     /// Applies `change` to the state of `requested` (or the viewer's own).
-    #[tracing::instrument(skip_all, fields(user_id, change = ?change))]
+    #[tracing::instrument(level = "debug", skip_all, fields(user_id, change = ?change))]
     pub async fn apply(
         &self,
         viewer: &Viewer,

@@ -1,7 +1,9 @@
 //! Logging: one `tracing` subscriber, human-readable or JSON, always on stderr
 //! so that `schema` and `token` keep stdout for their output.
 
-use std::io::IsTerminal;
+use std::io::{BufWriter, IsTerminal};
+
+use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::LevelFilter;
@@ -14,7 +16,11 @@ use crate::config::LogFormat;
 const QUIET_POSTGRES_NOTICES: &str = "sqlx::postgres::notice=warn";
 
 /// Installs the global subscriber. An invalid filter falls back to `info` with a warning.
-pub fn init(filter: &str, format: LogFormat) {
+///
+/// Lines are written by a thread of their own, in batches: a request does not
+/// wait for a write to stderr. None is dropped; keep the returned guard until
+/// the process ends, so that the last lines are flushed.
+pub fn init(filter: &str, format: LogFormat) -> WorkerGuard {
     let (mut env_filter, filter_error) = match EnvFilter::try_new(filter) {
         Ok(env_filter) => (env_filter, None),
         Err(error) => (EnvFilter::new("info"), Some(error)),
@@ -30,9 +36,13 @@ pub fn init(filter: &str, format: LogFormat) {
     {
         env_filter = env_filter.add_directive(directive);
     }
+    let (writer, guard) = NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("log-writer")
+        .finish(BufWriter::new(std::io::stderr()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(env_filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match format {
         // Colours for a terminal only: not as escape codes in a log file.
         LogFormat::Pretty => builder.with_ansi(std::io::stderr().is_terminal()).init(),
@@ -46,4 +56,5 @@ pub fn init(filter: &str, format: LogFormat) {
     if let Some(error) = filter_error {
         tracing::warn!(%error, "RUST_LOG is not a valid filter; logging at info");
     }
+    guard
 }
