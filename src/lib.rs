@@ -14,5 +14,6 @@ pub mod error;
 pub mod graphiql;
 pub mod graphql;
 pub mod graphql_http;
+pub mod log_writer;
 pub mod onboarding;
 pub mod telemetry;

@@ -1,14 +1,13 @@
 //! Logging: one `tracing` subscriber, human-readable or JSON, always on stderr
 //! so that `schema` and `token` keep stdout for their output.
 
-use std::io::{BufWriter, IsTerminal};
-
-use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
+use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::LevelFilter;
 
 use crate::config::LogFormat;
+use crate::log_writer::{self, Flusher};
 
 /// sqlx relays every Postgres NOTICE at info, such as "relation
 /// `_sqlx_migrations` already exists, skipping" on each start: kept out of
@@ -17,10 +16,9 @@ const QUIET_POSTGRES_NOTICES: &str = "sqlx::postgres::notice=warn";
 
 /// Installs the global subscriber. An invalid filter falls back to `info` with a warning.
 ///
-/// Lines are written by a thread of their own, in batches: a request does not
-/// wait for a write to stderr. None is dropped; keep the returned guard until
-/// the process ends, so that the last lines are flushed.
-pub fn init(filter: &str, format: LogFormat) -> WorkerGuard {
+/// Lines are written in batches (`log_writer`); keep the returned flusher
+/// until the process ends, so that the last lines are written.
+pub fn init(filter: &str, format: LogFormat) -> Flusher {
     let (mut env_filter, filter_error) = match EnvFilter::try_new(filter) {
         Ok(env_filter) => (env_filter, None),
         Err(error) => (EnvFilter::new("info"), Some(error)),
@@ -36,10 +34,7 @@ pub fn init(filter: &str, format: LogFormat) -> WorkerGuard {
     {
         env_filter = env_filter.add_directive(directive);
     }
-    let (writer, guard) = NonBlockingBuilder::default()
-        .lossy(false)
-        .thread_name("log-writer")
-        .finish(BufWriter::new(std::io::stderr()));
+    let (writer, flusher) = log_writer::batched_stderr();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(env_filter)
         .with_writer(writer);
@@ -56,5 +51,5 @@ pub fn init(filter: &str, format: LogFormat) -> WorkerGuard {
     if let Some(error) = filter_error {
         tracing::warn!(%error, "RUST_LOG is not a valid filter; logging at info");
     }
-    guard
+    flusher
 }
