@@ -10,6 +10,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use tracing::{Level, Metadata};
 use tracing_subscriber::fmt::MakeWriter;
 
 /// How long a line may wait in the buffer.
@@ -97,18 +98,28 @@ impl Drop for Flusher {
     }
 }
 
-/// One line's write: appended to the buffer.
-pub struct Line<'a>(&'a Shared);
+/// One line's write: appended to the buffer. A warning or an error is
+/// written at once, with every line before it, since it may be the last
+/// thing the process says before it is killed.
+pub struct Line<'a> {
+    shared: &'a Shared,
+    urgent: bool,
+}
 
 impl Write for Line<'_> {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        let mut state = self.0.lock();
+        let mut state = self.shared.lock();
         if state.closing {
             return std::io::stderr().write(bytes);
         }
         state.lines.extend_from_slice(bytes);
-        if state.lines.len() >= FLUSH_AT_BYTES {
-            self.0.wake.notify_one();
+        if self.urgent {
+            let mut stderr = std::io::stderr().lock();
+            let _ = stderr.write_all(&state.lines);
+            let _ = stderr.flush();
+            state.lines.clear();
+        } else if state.lines.len() >= FLUSH_AT_BYTES {
+            self.shared.wake.notify_one();
         }
         Ok(bytes.len())
     }
@@ -122,6 +133,16 @@ impl<'a> MakeWriter<'a> for BatchedStderr {
     type Writer = Line<'a>;
 
     fn make_writer(&'a self) -> Self::Writer {
-        Line(&self.0)
+        Line {
+            shared: &self.0,
+            urgent: false,
+        }
+    }
+
+    fn make_writer_for(&'a self, meta: &Metadata<'_>) -> Self::Writer {
+        Line {
+            shared: &self.0,
+            urgent: *meta.level() <= Level::WARN,
+        }
     }
 }

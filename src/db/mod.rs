@@ -15,12 +15,15 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::Connection;
 use sqlx::migrate::MigrateError;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
+
+use groups::{Queues, Write};
 use sqlx::sqlite::SqliteError;
 
 use crate::config::DatabaseArgs;
 use crate::onboarding::{Change, OnboardingState, Step, UserId};
 
+pub use postgres::Postgres;
 pub use sqlite::Sqlite;
 
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -35,27 +38,16 @@ macro_rules! columns {
     };
 }
 
-const FIND: &str = concat!(
-    "select ",
-    columns!(),
-    " from onboarding_state where user_id = $1"
-);
-
-const CREATE_IF_MISSING: &str = concat!(
-    "insert into onboarding_state (",
-    columns!(),
-    ") values ($1, false, 0, null, $2, $2) on conflict (user_id) do nothing"
-);
-
-/// One atomic statement that creates the state with `$values` or, when it
-/// exists, updates it with `$set`. `$1` is the user id, `$2` the step, `$3` now.
+/// One atomic statement that creates the states of `$rows` or, where they
+/// exist, updates them with `$set`. `$1` holds the user ids, `$2` the steps,
+/// `$3` the times: one of each in SQLite, arrays of them in Postgres.
 macro_rules! upsert {
-    ($values:literal, $($set:tt)+) => {
+    ($rows:expr, $($set:tt)+) => {
         concat!(
             "insert into onboarding_state (",
             columns!(),
-            ") values ",
-            $values,
+            ") ",
+            $rows,
             " on conflict (user_id) do update set ",
             $($set)+,
             " returning ",
@@ -71,23 +63,25 @@ struct Upserts {
     reset: &'static str,
 }
 
+/// The three upserts, given the rows a completion inserts, the rows the
+/// other changes insert, and the expression for the time a write sets.
 macro_rules! upserts {
-    ($written_at:literal) => {
+    ($completed_rows:expr, $rows:expr, $written_at:literal) => {
         Upserts {
             complete: upsert!(
-                "($1, true, $2, $3, $3, $3)",
+                $completed_rows,
                 "is_completed = true, current_step = excluded.current_step, completed_at = ",
                 $written_at,
                 ", updated_at = ",
                 $written_at
             ),
             set_step: upsert!(
-                "($1, false, $2, null, $3, $3)",
+                $rows,
                 "current_step = excluded.current_step, updated_at = ",
                 $written_at
             ),
             reset: upsert!(
-                "($1, false, $2, null, $3, $3)",
+                $rows,
                 "is_completed = false, current_step = excluded.current_step, \
                  completed_at = null, updated_at = ",
                 $written_at
@@ -96,13 +90,9 @@ macro_rules! upserts {
     };
 }
 
+mod groups;
+mod postgres;
 mod sqlite;
-
-/// Postgres writers run side by side (and on replicas whose clocks differ), so
-/// the statement itself moves the write's time past the stored one.
-const POSTGRES_UPSERTS: Upserts = upserts!(
-    "greatest(excluded.updated_at, onboarding_state.updated_at + interval '1 microsecond')"
-);
 
 impl Upserts {
     /// The statement for `change` and the step it binds as `$2`.
@@ -151,7 +141,7 @@ pub type Result<T, E = DbError> = std::result::Result<T, E>;
 #[derive(Debug, Clone)]
 pub enum Db {
     Sqlite(Sqlite),
-    Postgres(PgPool),
+    Postgres(Postgres),
 }
 
 /// Why the database could not be opened.
@@ -209,7 +199,8 @@ fn postgres_unavailable(code: &str) -> bool {
 }
 
 impl Db {
-    /// Opens the database: SQLite's writer and readers, or a Postgres pool.
+    /// Opens the database: SQLite's writer and readers, or a Postgres pool
+    /// with its writer and readers.
     pub async fn connect(args: &DatabaseArgs) -> Result<Self, ConnectError> {
         let url = args.database_url.as_str();
         let scheme = url.split(':').next().unwrap_or_default();
@@ -239,7 +230,10 @@ impl Db {
                     .connect_with(options)
                     .await
                     .map_err(ConnectError::Connect)?;
-                Ok(Db::Postgres(pool))
+                Ok(Db::Postgres(Postgres::start(
+                    pool,
+                    args.database_max_connections,
+                )))
             }
             other => Err(ConnectError::UnsupportedScheme(other.to_owned())),
         }
@@ -249,36 +243,34 @@ impl Db {
     pub async fn migrate(&self) -> Result<(), MigrateError> {
         match self {
             Db::Sqlite(sqlite) => sqlite.migrate().await,
-            Db::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await,
+            Db::Postgres(postgres) => POSTGRES_MIGRATIONS.run(postgres.pool()).await,
+        }
+    }
+
+    fn queues(&self) -> &Queues {
+        match self {
+            Db::Sqlite(sqlite) => sqlite.queues(),
+            Db::Postgres(postgres) => postgres.queues(),
         }
     }
 
     /// Checks that the database answers.
     pub async fn ping(&self) -> Result<()> {
-        match self {
-            Db::Sqlite(sqlite) => sqlite.ping().await,
-            Db::Postgres(pool) => Ok(sqlx::query("select 1").execute(pool).await.map(drop)?),
-        }
+        self.queues().read(None).await.map(drop)
     }
 
-    /// Closes every connection once the requests using them are done.
+    /// Lets the queued requests finish, then closes every connection.
     pub async fn close(&self) {
-        match self {
-            Db::Sqlite(sqlite) => sqlite.close().await,
-            Db::Postgres(pool) => pool.close().await,
+        self.queues().close().await;
+        if let Db::Postgres(postgres) = self {
+            postgres.pool().close().await;
         }
     }
 
     /// The stored state, if there is one.
     #[tracing::instrument(level = "debug", skip_all)]
     pub async fn find(&self, user_id: &UserId) -> Result<Option<OnboardingState>> {
-        match self {
-            Db::Sqlite(sqlite) => sqlite.find(user_id).await,
-            Db::Postgres(pool) => Ok(sqlx::query_as(FIND)
-                .bind(user_id.as_str())
-                .fetch_optional(pool)
-                .await?),
-        }
+        self.queues().read(Some(user_id.clone())).await
     }
 
     /// Inserts a fresh state unless one exists, then reads it. Concurrent
@@ -289,20 +281,7 @@ impl Db {
         user_id: &UserId,
         now: DateTime<Utc>,
     ) -> Result<OnboardingState> {
-        match self {
-            Db::Sqlite(sqlite) => sqlite.find_or_create(user_id, now).await,
-            Db::Postgres(pool) => {
-                sqlx::query(CREATE_IF_MISSING)
-                    .bind(user_id.as_str())
-                    .bind(now)
-                    .execute(pool)
-                    .await?;
-                Ok(sqlx::query_as(FIND)
-                    .bind(user_id.as_str())
-                    .fetch_one(pool)
-                    .await?)
-            }
-        }
+        self.queues().write(user_id, Write::Create, now).await
     }
 
     /// Applies `change` in one atomic write that also creates a missing state.
@@ -316,17 +295,8 @@ impl Db {
         change: Change,
         now: DateTime<Utc>,
     ) -> Result<OnboardingState> {
-        match self {
-            Db::Sqlite(sqlite) => sqlite.apply(user_id, change, now).await,
-            Db::Postgres(pool) => {
-                let (statement, step) = POSTGRES_UPSERTS.of(change);
-                Ok(sqlx::query_as(statement)
-                    .bind(user_id.as_str())
-                    .bind(step.get())
-                    .bind(now)
-                    .fetch_one(pool)
-                    .await?)
-            }
-        }
+        self.queues()
+            .write(user_id, Write::Apply(change), now)
+            .await
     }
 }

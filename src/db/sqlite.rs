@@ -9,25 +9,22 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection};
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 
+use super::groups::{self, Queues, ReadQueue, Write, WriteQueue, gather};
 use super::{ConnectError, DbError, Result, Upserts};
-use crate::onboarding::{Change, OnboardingState, Step, UserId};
+use crate::onboarding::{OnboardingState, Step, UserId};
 
 static MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// How long SQLite waits for another process's writer before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-/// Most reads or writes taken as one group.
-const MAX_GROUP: usize = 256;
 
 /// Every state among the user ids of `$1`, a JSON array.
 const FIND_MANY: &str = concat!(
@@ -57,16 +54,16 @@ const CREATE: &str = in_savepoint!(concat!(
 /// works out each write's time in Rust from the stored `updated_at`.
 const UPSERTS: Upserts = Upserts {
     complete: in_savepoint!(upsert!(
-        "($1, true, $2, $3, $3, $3)",
+        "values ($1, true, $2, $3, $3, $3)",
         "is_completed = true, current_step = excluded.current_step, \
          completed_at = excluded.updated_at, updated_at = excluded.updated_at"
     )),
     set_step: in_savepoint!(upsert!(
-        "($1, false, $2, null, $3, $3)",
+        "values ($1, false, $2, null, $3, $3)",
         "current_step = excluded.current_step, updated_at = excluded.updated_at"
     )),
     reset: in_savepoint!(upsert!(
-        "($1, false, $2, null, $3, $3)",
+        "values ($1, false, $2, null, $3, $3)",
         "is_completed = false, current_step = excluded.current_step, \
          completed_at = null, updated_at = excluded.updated_at"
     )),
@@ -76,32 +73,7 @@ const UPSERTS: Upserts = Upserts {
 #[derive(Debug, Clone)]
 pub struct Sqlite {
     options: Arc<SqliteConnectOptions>,
-    writes: mpsc::Sender<Job<(UserId, Write)>>,
-    reads: flume::Sender<Job<Read>>,
-    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
-    readers: usize,
-}
-
-/// A write: the state to create when missing, or a change to apply.
-#[derive(Debug, Clone, Copy)]
-enum Write {
-    Create,
-    Apply(Change),
-}
-
-/// What a read asks: one user's state, or (`None`) only that the database answers.
-type Read = Option<UserId>;
-
-/// One queued request and where its answer goes, or the word to stop.
-enum Job<T> {
-    Request(Request<T>),
-    Close,
-}
-
-struct Request<T> {
-    user: T,
-    now: DateTime<Utc>,
-    answer: oneshot::Sender<Result<Option<OnboardingState>>>,
+    queues: Queues,
 }
 
 impl Sqlite {
@@ -119,26 +91,20 @@ impl Sqlite {
             .foreign_keys(true);
         // The writer first: it creates the file and switches it to WAL.
         let writer = options.connect().await.map_err(ConnectError::OpenSqlite)?;
-        // Readers beyond one per core would only split groups.
-        let cores = std::thread::available_parallelism().map_or(1, |cores| cores.get());
-        let readers = (max_connections as usize).clamp(1, cores);
-        let (writes, write_queue) = mpsc::channel(4 * MAX_GROUP);
-        let (reads, read_queue) = flume::bounded(4 * MAX_GROUP);
-        let mut tasks = vec![tokio::spawn(write_groups(
+        let readers = groups::readers(max_connections);
+        let (queues, write_queue, read_queue) = Queues::new(readers);
+        queues.started(tokio::spawn(write_groups(
             writer,
             options.clone(),
             write_queue,
-        ))];
+        )));
         for _ in 0..readers {
             let reader = options.connect().await.map_err(ConnectError::OpenSqlite)?;
-            tasks.push(tokio::spawn(read_groups(reader, read_queue.clone())));
+            queues.started(tokio::spawn(read_groups(reader, read_queue.clone())));
         }
         Ok(Self {
             options: Arc::new(options),
-            writes,
-            reads,
-            tasks: Arc::new(Mutex::new(tasks)),
-            readers,
+            queues,
         })
     }
 
@@ -151,86 +117,9 @@ impl Sqlite {
         migrated
     }
 
-    pub async fn ping(&self) -> Result<()> {
-        self.read(None).await.map(drop)
+    pub fn queues(&self) -> &Queues {
+        &self.queues
     }
-
-    pub async fn find(&self, user_id: &UserId) -> Result<Option<OnboardingState>> {
-        self.read(Some(user_id.clone())).await
-    }
-
-    pub async fn find_or_create(
-        &self,
-        user_id: &UserId,
-        now: DateTime<Utc>,
-    ) -> Result<OnboardingState> {
-        self.write(user_id, Write::Create, now).await
-    }
-
-    pub async fn apply(
-        &self,
-        user_id: &UserId,
-        change: Change,
-        now: DateTime<Utc>,
-    ) -> Result<OnboardingState> {
-        self.write(user_id, Write::Apply(change), now).await
-    }
-
-    async fn read(&self, user: Read) -> Result<Option<OnboardingState>> {
-        let (answer, answered) = oneshot::channel();
-        let job = Job::Request(Request {
-            user,
-            now: Utc::now(),
-            answer,
-        });
-        self.reads.send_async(job).await.map_err(|_| closed())?;
-        answered.await.map_err(|_| closed())?
-    }
-
-    async fn write(
-        &self,
-        user_id: &UserId,
-        write: Write,
-        now: DateTime<Utc>,
-    ) -> Result<OnboardingState> {
-        let (answer, answered) = oneshot::channel();
-        let request = Request {
-            user: (user_id.clone(), write),
-            now,
-            answer,
-        };
-        self.writes
-            .send(Job::Request(request))
-            .await
-            .map_err(|_| closed())?;
-        answered
-            .await
-            .map_err(|_| closed())??
-            .ok_or_else(|| sqlx::Error::RowNotFound.into())
-    }
-
-    /// Lets the writer and the readers finish what is queued, then closes
-    /// their connections.
-    pub async fn close(&self) {
-        let _ = self.writes.send(Job::Close).await;
-        for _ in 0..self.readers {
-            let _ = self.reads.send_async(Job::Close).await;
-        }
-        let tasks = std::mem::take(
-            &mut *self
-                .tasks
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()),
-        );
-        for task in tasks {
-            let _ = task.await;
-        }
-    }
-}
-
-/// What a request gets when the writer or readers have stopped.
-fn closed() -> DbError {
-    sqlx::Error::PoolClosed.into()
 }
 
 /// The writer: takes every write waiting, up to `MAX_GROUP`, commits them in
@@ -238,7 +127,7 @@ fn closed() -> DbError {
 async fn write_groups(
     mut connection: SqliteConnection,
     options: SqliteConnectOptions,
-    mut queue: mpsc::Receiver<Job<(UserId, Write)>>,
+    mut queue: WriteQueue,
 ) {
     while let Some(first) = queue.recv().await {
         let (group, close) = gather(first, || queue.try_recv().ok());
@@ -270,28 +159,6 @@ async fn write_groups(
         }
     }
     let _ = connection.close().await;
-}
-
-/// The group that starts with `first`: every request waiting behind it, up
-/// to `MAX_GROUP`, and whether a `Close` ended it. Each queue user takes one
-/// `Close` at most, so every reader gets one of its own.
-fn gather<T>(
-    first: Job<T>,
-    mut waiting: impl FnMut() -> Option<Job<T>>,
-) -> (Vec<Request<T>>, bool) {
-    let mut group = Vec::new();
-    let mut next = Some(first);
-    while let Some(job) = next {
-        match job {
-            Job::Request(request) => group.push(request),
-            Job::Close => return (group, true),
-        }
-        if group.len() == MAX_GROUP {
-            break;
-        }
-        next = waiting();
-    }
-    (group, false)
 }
 
 /// The connection, or a new one when it no longer answers (the file was
@@ -415,7 +282,7 @@ fn written_at(stored: Option<&OnboardingState>, now: DateTime<Utc>) -> DateTime<
 
 /// A reader: takes every read waiting, up to `MAX_GROUP`, and answers them
 /// all from one statement.
-async fn read_groups(mut connection: SqliteConnection, queue: flume::Receiver<Job<Read>>) {
+async fn read_groups(mut connection: SqliteConnection, queue: ReadQueue) {
     while let Ok(first) = queue.recv_async().await {
         let (group, close) = gather(first, || queue.try_recv().ok());
         if !group.is_empty() {

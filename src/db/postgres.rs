@@ -1,0 +1,235 @@
+//! Postgres: a connection pool, and reads and writes that wait together
+//! served by one statement each instead of one round trip apiece.
+//!
+//! Every write is a single upsert, atomic on its own; replicas write side by
+//! side, so the statements themselves move `updated_at` past the stored one.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::PgPool;
+
+use super::groups::{self, Queues, ReadQueue, Request, Write, WriteQueue, gather};
+use super::{DbError, Result, Upserts};
+use crate::onboarding::{Change, OnboardingState, Step, UserId};
+
+/// The rows of a group: `$1` user ids, `$2` steps, `$3` times.
+macro_rules! rows {
+    ($($column:literal),+) => {
+        concat!(
+            "select ", $($column, ", ",)+ "w.n, w.n from unnest($1::text[], $2::int4[], $3::timestamptz[]) as w(u, s, n)"
+        )
+    };
+}
+
+/// Every state among the user ids of `$1`.
+const FIND_ANY: &str = concat!(
+    "select ",
+    columns!(),
+    " from onboarding_state where user_id = any($1)"
+);
+
+/// Fresh states for the users of the group that have none.
+const CREATE_MISSING: &str = concat!(
+    "insert into onboarding_state (",
+    columns!(),
+    ") ",
+    rows!("w.u", "false", "0", "null::timestamptz"),
+    " on conflict (user_id) do nothing"
+);
+
+const UPSERTS: Upserts = upserts!(
+    rows!("w.u", "true", "w.s", "w.n"),
+    rows!("w.u", "false", "w.s", "null::timestamptz"),
+    "greatest(excluded.updated_at, onboarding_state.updated_at + interval '1 microsecond')"
+);
+
+/// The Postgres database: its pool, and the queues to the tasks that group
+/// reads and writes on it.
+#[derive(Debug, Clone)]
+pub struct Postgres {
+    pool: PgPool,
+    queues: Queues,
+}
+
+impl Postgres {
+    /// Starts the writer and the readers on `pool`.
+    pub fn start(pool: PgPool, max_connections: u32) -> Self {
+        let readers = groups::readers(max_connections);
+        let (queues, write_queue, read_queue) = Queues::new(readers);
+        queues.started(tokio::spawn(write_groups(pool.clone(), write_queue)));
+        for _ in 0..readers {
+            queues.started(tokio::spawn(read_groups(pool.clone(), read_queue.clone())));
+        }
+        Self { pool, queues }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub fn queues(&self) -> &Queues {
+        &self.queues
+    }
+}
+
+/// A reader: every read waiting, up to a group, answered from one statement.
+async fn read_groups(pool: PgPool, queue: ReadQueue) {
+    while let Ok(first) = queue.recv_async().await {
+        let (group, close) = gather(first, || queue.try_recv().ok());
+        if !group.is_empty() {
+            let ids: Vec<String> = group
+                .iter()
+                .filter_map(|request| request.user.as_ref())
+                .map(|user_id| user_id.as_str().to_owned())
+                .collect();
+            let found = find_any(&pool, ids).await;
+            for request in group {
+                let state = match &found {
+                    Ok(states) => Ok(request
+                        .user
+                        .as_ref()
+                        .and_then(|user_id| states.get(user_id.as_str()).cloned())),
+                    Err(error) => Err(error.clone()),
+                };
+                let _ = request.answer.send(state);
+            }
+        }
+        if close {
+            break;
+        }
+    }
+}
+
+async fn find_any(pool: &PgPool, ids: Vec<String>) -> Result<HashMap<String, OnboardingState>> {
+    let states: Vec<OnboardingState> = sqlx::query_as(FIND_ANY).bind(ids).fetch_all(pool).await?;
+    Ok(states
+        .into_iter()
+        .map(|state| (state.user_id.clone(), state))
+        .collect())
+}
+
+/// The writer: every write waiting, up to a group, in as few statements as
+/// the group allows (one for each kind of write, in rounds where a user
+/// appears at most once), each answered once its statement has committed.
+async fn write_groups(pool: PgPool, mut queue: WriteQueue) {
+    while let Some(first) = queue.recv().await {
+        let (group, close) = gather(first, || queue.try_recv().ok());
+        let mut waiting = group;
+        while !waiting.is_empty() {
+            let (round, later) = one_round(waiting);
+            write_round(&pool, round).await;
+            waiting = later;
+        }
+        if close {
+            break;
+        }
+    }
+}
+
+type WriteRequest = Request<(UserId, Write)>;
+
+/// The first write of each user in `group`, and the writes that come after.
+fn one_round(group: Vec<WriteRequest>) -> (Vec<WriteRequest>, Vec<WriteRequest>) {
+    let mut seen = std::collections::HashSet::new();
+    group
+        .into_iter()
+        .partition(|request| seen.insert(request.user.0.as_str().to_owned()))
+}
+
+/// Writes a round: users are distinct, so one statement per kind of write.
+async fn write_round(pool: &PgPool, round: Vec<WriteRequest>) {
+    let mut kinds: HashMap<Kind, Vec<WriteRequest>> = HashMap::new();
+    for request in round {
+        kinds
+            .entry(Kind::of(request.user.1))
+            .or_default()
+            .push(request);
+    }
+    for (kind, requests) in kinds {
+        let ids: Vec<String> = requests
+            .iter()
+            .map(|request| request.user.0.as_str().to_owned())
+            .collect();
+        let steps: Vec<i32> = requests
+            .iter()
+            .map(|request| kind.step(request.user.1).get())
+            .collect();
+        let times: Vec<DateTime<Utc>> = requests.iter().map(|request| request.now).collect();
+        let written = match kind.statement() {
+            Some(upsert) => sqlx::query_as::<_, OnboardingState>(upsert)
+                .bind(ids)
+                .bind(steps)
+                .bind(times)
+                .fetch_all(pool)
+                .await
+                .map_err(DbError::from)
+                .map(|states| {
+                    states
+                        .into_iter()
+                        .map(|state| (state.user_id.clone(), state))
+                        .collect()
+                }),
+            None => create_missing(pool, ids, steps, times).await,
+        };
+        for request in requests {
+            let state = match &written {
+                Ok(states) => Ok(states.get(request.user.0.as_str()).cloned()),
+                Err(error) => Err(error.clone()),
+            };
+            let _ = request.answer.send(state);
+        }
+    }
+}
+
+/// Creates the states that are missing, then reads them all.
+async fn create_missing(
+    pool: &PgPool,
+    ids: Vec<String>,
+    steps: Vec<i32>,
+    times: Vec<DateTime<Utc>>,
+) -> Result<HashMap<String, OnboardingState>> {
+    sqlx::query(CREATE_MISSING)
+        .bind(&ids)
+        .bind(steps)
+        .bind(times)
+        .execute(pool)
+        .await?;
+    find_any(pool, ids).await
+}
+
+/// The kinds of write, each one statement for a whole round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    Create,
+    Complete,
+    SetStep,
+    Reset,
+}
+
+impl Kind {
+    fn of(write: Write) -> Self {
+        match write {
+            Write::Create => Kind::Create,
+            Write::Apply(Change::Complete(_)) => Kind::Complete,
+            Write::Apply(Change::SetStep(_)) => Kind::SetStep,
+            Write::Apply(Change::Reset) => Kind::Reset,
+        }
+    }
+
+    fn step(self, write: Write) -> Step {
+        match write {
+            Write::Apply(change) => UPSERTS.of(change).1,
+            Write::Create => Step::FIRST,
+        }
+    }
+
+    fn statement(self) -> Option<&'static str> {
+        match self {
+            Kind::Create => None,
+            Kind::Complete => Some(UPSERTS.complete),
+            Kind::SetStep => Some(UPSERTS.set_step),
+            Kind::Reset => Some(UPSERTS.reset),
+        }
+    }
+}
