@@ -24,6 +24,7 @@ use crate::auth::{self, KeyError, TokenRequest, Verifier};
 use crate::config::ServeArgs;
 use crate::connections::{self, ConnectionLimits};
 use crate::db::{ConnectError, Db};
+use crate::document_cache::DocumentCache;
 use crate::graphql::{self, OnboardingSchema};
 use crate::onboarding::Onboarding;
 use crate::{graphiql, graphql_http};
@@ -43,6 +44,8 @@ pub struct AppState {
     pub schema: OnboardingSchema,
     pub verifier: Arc<Verifier>,
     pub db: Db,
+    /// Documents already parsed and checked, by their text.
+    pub documents: Arc<DocumentCache>,
     /// The `--dev` demo token, shown in GraphiQL's headers.
     pub dev_token: Option<Arc<str>>,
 }
@@ -104,6 +107,7 @@ impl Application {
             schema: graphql::schema(Some(Onboarding::new(db.clone()))),
             verifier: Arc::new(verifier),
             db: db.clone(),
+            documents: Arc::default(),
             dev_token: dev_token.clone(),
         };
         Ok(Self {

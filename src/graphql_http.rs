@@ -209,7 +209,7 @@ async fn execute(
         .filter(|(_, value)| !value.is_null())
         .map(|(name, _)| name.clone())
         .collect();
-    let (query, document) = match document::prepare(query).await {
+    let (query, document) = match state.documents.prepare(query).await {
         (query, Ok(document)) => (query, document),
         (_, Err(limit)) => return document_refused(media, &limit),
     };

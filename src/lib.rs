@@ -10,6 +10,7 @@ pub mod config;
 pub mod connections;
 pub mod db;
 pub mod document;
+pub mod document_cache;
 pub mod error;
 pub mod graphiql;
 pub mod graphql;
