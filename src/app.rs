@@ -18,6 +18,7 @@ use tower_http::request_id::{
 };
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
+use tower_http::validate_request::ValidateRequestHeaderLayer;
 use tracing::Level;
 
 use crate::auth::{self, KeyError, TokenRequest, Verifier};
@@ -166,7 +167,17 @@ pub fn router(state: AppState, cors: CorsLayer) -> Router {
         .on_response(DefaultOnResponse::new().level(Level::INFO))
         .on_failure(DefaultOnFailure::new().level(Level::ERROR));
     Router::new()
-        .route("/graphql", get(graphql_http::get).post(graphql_http::post))
+        // Only the API does work that can take long; the 408 still passes
+        // the CORS layer outside.
+        .route(
+            "/graphql",
+            get(graphql_http::get)
+                .post(graphql_http::post)
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::REQUEST_TIMEOUT,
+                    REQUEST_TIMEOUT,
+                )),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .merge(graphiql::assets_router())
@@ -175,12 +186,8 @@ pub fn router(state: AppState, cors: CorsLayer) -> Router {
         // Layers run bottom-up on the way in: the id is set before the span
         // is made, and copied onto the response on the way out. CORS sits
         // outside the timeout and panic answers, so a browser can read them.
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            REQUEST_TIMEOUT,
-        ))
         .layer(CatchPanicLayer::custom(panic_response))
-        .layer(axum::middleware::from_fn(
+        .layer(ValidateRequestHeaderLayer::custom(
             connections::refuse_oversized_head,
         ))
         .layer(cors)

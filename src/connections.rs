@@ -11,7 +11,6 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::Request;
 use axum::http::StatusCode;
-use axum::middleware::Next;
 use axum::response::Response;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -330,7 +329,11 @@ impl AsyncWrite for ClockedStream {
 
 /// Refuses a request whose target or header fields pass the limits above
 /// with 414 or 431 and the same JSON error body as every other refusal.
-pub async fn refuse_oversized_head(request: Request, next: Next) -> Response {
+#[expect(
+    clippy::result_large_err,
+    reason = "the signature tower-http's request validation takes"
+)]
+pub fn refuse_oversized_head(request: &mut Request) -> Result<(), Response> {
     let uri_bytes = request
         .uri()
         .path_and_query()
@@ -340,7 +343,11 @@ pub async fn refuse_oversized_head(request: Request, next: Next) -> Response {
             "The request target must be at most {} KiB; send a long query with POST.",
             MAX_URI_BYTES / 1024
         );
-        return graphql_http::refusal(request.headers(), StatusCode::URI_TOO_LONG, &message);
+        return Err(graphql_http::refusal(
+            request.headers(),
+            StatusCode::URI_TOO_LONG,
+            &message,
+        ));
     }
     let headers = request.headers();
     // Each field as sent: name, ": ", value, CRLF.
@@ -353,11 +360,11 @@ pub async fn refuse_oversized_head(request: Request, next: Next) -> Response {
             "The request headers must be at most {MAX_HEADERS} fields and {} KiB in all.",
             MAX_HEADER_BYTES / 1024
         );
-        return graphql_http::refusal(
+        return Err(graphql_http::refusal(
             headers,
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             &message,
-        );
+        ));
     }
-    next.run(request).await
+    Ok(())
 }
