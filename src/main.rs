@@ -7,6 +7,9 @@ use onboarding::config::{Cli, Command, DatabaseArgs, ServeArgs, TokenArgs};
 use onboarding::db::Db;
 use onboarding::{graphql, telemetry};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
