@@ -17,10 +17,9 @@ use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tower_http::validate_request::ValidateRequestHeaderLayer;
-use tracing::Level;
 
+use crate::access_log::AccessLogLayer;
 use crate::auth::{self, KeyError, TokenRequest, Verifier};
 use crate::config::ServeArgs;
 use crate::connections::{self, ConnectionLimits};
@@ -150,22 +149,6 @@ impl Application {
 /// included: they too get a request id and a log line.
 pub fn router(state: AppState, cors: CorsLayer) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
-    let trace = TraceLayer::new_for_http()
-        .make_span_with(|request: &Request<_>| {
-            let request_id = request
-                .headers()
-                .get("x-request-id")
-                .and_then(|value| value.to_str().ok())
-                .unwrap_or_default();
-            tracing::info_span!(
-                "request",
-                method = %request.method(),
-                path = request.uri().path(),
-                request_id,
-            )
-        })
-        .on_response(DefaultOnResponse::new().level(Level::INFO))
-        .on_failure(DefaultOnFailure::new().level(Level::ERROR));
     Router::new()
         // Only the API does work that can take long; the 408 still passes
         // the CORS layer outside.
@@ -183,15 +166,15 @@ pub fn router(state: AppState, cors: CorsLayer) -> Router {
         .merge(graphiql::assets_router())
         .fallback(not_found)
         .with_state(state)
-        // Layers run bottom-up on the way in: the id is set before the span
-        // is made, and copied onto the response on the way out. CORS sits
+        // Layers run bottom-up on the way in: the id is set before the access
+        // log reads it, and copied onto the response on the way out. CORS sits
         // outside the timeout and panic answers, so a browser can read them.
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(ValidateRequestHeaderLayer::custom(
             connections::refuse_oversized_head,
         ))
         .layer(cors)
-        .layer(trace)
+        .layer(AccessLogLayer)
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, RequestIds::new()))
 }

@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use tracing::Instrument;
 
 use crate::app::AppState;
 use crate::auth::TokenError;
@@ -222,11 +223,12 @@ async fn execute(
         document::read_negative_zero_in_json(&mut variables);
         request = request.variables(Variables::from_json(variables));
     }
-    if let Some(id) = headers
+    let request_id = headers
         .get("x-request-id")
         .and_then(|value| value.to_str().ok())
-    {
-        request = request.data(RequestId(id.to_owned()));
+        .map(str::to_owned);
+    if let Some(id) = &request_id {
+        request = request.data(RequestId(id.clone()));
     }
     let parsed = document.is_some();
     let operation = document.as_ref().and_then(|document| {
@@ -251,7 +253,9 @@ async fn execute(
         }
         _ => {}
     }
-    let response = state.schema.execute(request).await;
+    // Lines the resolvers log (a state created, an error) carry the request id.
+    let span = tracing::info_span!("request", request_id = request_id.as_deref());
+    let response = state.schema.execute(request).instrument(span).await;
     executed(media, response, parsed)
 }
 

@@ -4,6 +4,7 @@
 //! over HTTP), `auth` (the bearer token), `graphql` (the schema), `onboarding`
 //! (the rules) and `db` (the SQL).
 
+pub mod access_log;
 pub mod app;
 pub mod auth;
 pub mod config;

@@ -134,7 +134,11 @@ async fn sigterm_lets_an_in_flight_request_finish_before_the_server_exits(backen
     use std::io::{Read, Write};
     let db = TestDatabase::create(backend).await;
     // tower_http logs the start of each request at debug.
-    let server = ServerProcess::start(&db.url, &[("RUST_LOG", "info,tower_http=debug")]).await;
+    let server = ServerProcess::start(
+        &db.url,
+        &[("RUST_LOG", "info,onboarding::access_log=debug")],
+    )
+    .await;
     let body = r#"{"query":"mutation { setOnboardingStep(step: 4) { currentStep } }"}"#;
     let (sent_first, sent_after_sigterm) = body.split_at(body.len() / 2);
     let address = server.address.trim_start_matches("http://").to_owned();
