@@ -136,9 +136,7 @@ async fn write_groups(
                 .iter()
                 .map(|request| (request.user.0.clone(), request.user.1, request.now))
                 .collect();
-            let (used, committed) = commit_group(connection, writes).await;
-            connection = used;
-            match committed {
+            match commit_group(&mut connection, writes).await {
                 Ok(results) => {
                     tracing::debug!(writes = group.len(), "group committed");
                     for (request, result) in group.into_iter().zip(results) {
@@ -183,49 +181,40 @@ async fn reopened(
 /// before anything is read, so no writer, not even another process, comes
 /// between the stored times read here and the writes that move past them.
 ///
-/// The connection is passed in and handed back, not borrowed: a borrowed one
-/// keeps the spawned writer from being `Send` (rust-lang/rust#102211).
 async fn commit_group(
-    mut connection: SqliteConnection,
+    connection: &mut SqliteConnection,
     group: Vec<(UserId, Write, DateTime<Utc>)>,
-) -> (SqliteConnection, Result<Vec<Result<OnboardingState>>>) {
-    if let Err(error) = sqlx::query("begin immediate")
-        .execute(&mut connection)
-        .await
-    {
-        return (connection, Err(error.into()));
-    }
-    let (mut connection, written) = write_group(connection, group).await;
+) -> Result<Vec<Result<OnboardingState>>> {
+    sqlx::query("begin immediate")
+        .execute(&mut *connection)
+        .await?;
+    let written = write_group(connection, group).await;
     let finished = match &written {
-        Ok(_) => sqlx::query("commit").execute(&mut connection).await,
-        Err(_) => sqlx::query("rollback").execute(&mut connection).await,
+        Ok(_) => sqlx::query("commit").execute(&mut *connection).await,
+        Err(_) => sqlx::query("rollback").execute(&mut *connection).await,
     };
-    let committed = match (written, finished) {
+    match (written, finished) {
         (Ok(results), Ok(_)) => Ok(results),
         (Err(error), _) => Err(error),
         (Ok(_), Err(error)) => {
             // A commit that failed may leave the transaction open.
-            let _ = sqlx::query("rollback").execute(&mut connection).await;
+            let _ = sqlx::query("rollback").execute(&mut *connection).await;
             Err(error.into())
         }
-    };
-    (connection, committed)
+    }
 }
 
 /// The writes of a group, in the open transaction: each one's result.
 async fn write_group(
-    mut connection: SqliteConnection,
+    connection: &mut SqliteConnection,
     group: Vec<(UserId, Write, DateTime<Utc>)>,
-) -> (SqliteConnection, Result<Vec<Result<OnboardingState>>>) {
+) -> Result<Vec<Result<OnboardingState>>> {
     let ids = json_ids(group.iter().map(|(user_id, _, _)| user_id));
     let stored = sqlx::query_as::<_, OnboardingState>(FIND_MANY)
         .bind(ids)
-        .fetch_all(&mut connection)
+        .fetch_all(&mut *connection)
         .await;
-    let stored = match stored {
-        Ok(stored) => stored,
-        Err(error) => return (connection, Err(error.into())),
-    };
+    let stored = stored?;
     let mut current: HashMap<String, OnboardingState> = stored
         .into_iter()
         .map(|state| (state.user_id.clone(), state))
@@ -248,7 +237,7 @@ async fn write_group(
             .bind(user_id.as_str())
             .bind(step.get())
             .bind(at)
-            .fetch_all(&mut connection)
+            .fetch_all(&mut *connection)
             .await;
         let result = match written {
             Ok(rows) => rows
@@ -257,7 +246,7 @@ async fn write_group(
                 .ok_or_else(|| sqlx::Error::RowNotFound.into()),
             Err(error) => {
                 // Undo the failed write alone; the group goes on.
-                if let Err(undo) = sqlx::query(UNDO_WRITE).execute(&mut connection).await {
+                if let Err(undo) = sqlx::query(UNDO_WRITE).execute(&mut *connection).await {
                     tracing::warn!(%undo, "cannot undo a failed write");
                 }
                 Err(error.into())
@@ -268,7 +257,7 @@ async fn write_group(
         }
         results.push(result);
     }
-    (connection, Ok(results))
+    Ok(results)
 }
 
 /// `now`, or a microsecond past the stored `updated_at` when the clock has
