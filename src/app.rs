@@ -38,14 +38,17 @@ pub const DEMO_USER: &str = "demo-user";
 /// How long the `--dev` demo token is valid.
 const DEMO_TOKEN_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
-/// What every handler shares.
-#[derive(Clone)]
-pub struct AppState {
+/// What every handler shares. Behind one `Arc`: axum clones the state into
+/// every request, whether its handler reads it or not.
+pub type AppState = Arc<Shared>;
+
+/// The contents of `AppState`.
+pub struct Shared {
     pub schema: OnboardingSchema,
-    pub verifier: Arc<Verifier>,
+    pub verifier: Verifier,
     pub db: Db,
     /// Documents already parsed and checked, by their text.
-    pub documents: Arc<DocumentCache>,
+    pub documents: DocumentCache,
     /// The `--dev` demo token, shown in GraphiQL's headers.
     pub dev_token: Option<Arc<str>>,
 }
@@ -103,13 +106,13 @@ impl Application {
                 addr: args.listen_addr,
                 source,
             })?;
-        let state = AppState {
+        let state = Arc::new(Shared {
             schema: graphql::schema(Some(Onboarding::new(db.clone()))),
-            verifier: Arc::new(verifier),
+            verifier,
             db: db.clone(),
-            documents: Arc::default(),
+            documents: DocumentCache::default(),
             dev_token: dev_token.clone(),
-        };
+        });
         Ok(Self {
             listener,
             router: router(state, cors),
