@@ -153,7 +153,7 @@ async fn write_round(pool: &PgPool, round: Vec<WriteRequest>) {
             .collect();
         let steps: Vec<i32> = requests
             .iter()
-            .map(|request| kind.step(request.user.1).get())
+            .map(|request| step_of(request.user.1).get())
             .collect();
         let times: Vec<DateTime<Utc>> = requests.iter().map(|request| request.now).collect();
         let written = match kind.statement() {
@@ -217,13 +217,6 @@ impl Kind {
         }
     }
 
-    fn step(self, write: Write) -> Step {
-        match write {
-            Write::Apply(change) => UPSERTS.of(change).1,
-            Write::Create => Step::FIRST,
-        }
-    }
-
     fn statement(self) -> Option<&'static str> {
         match self {
             Kind::Create => None,
@@ -231,5 +224,13 @@ impl Kind {
             Kind::SetStep => Some(UPSERTS.set_step),
             Kind::Reset => Some(UPSERTS.reset),
         }
+    }
+}
+
+/// The step a write binds: its change's, or the first for a new state.
+fn step_of(write: Write) -> Step {
+    match write {
+        Write::Apply(change) => UPSERTS.of(change).1,
+        Write::Create => Step::FIRST,
     }
 }
