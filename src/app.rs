@@ -7,12 +7,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::{HeaderName, HeaderValue, Method, Request, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
@@ -23,6 +22,7 @@ use crate::access_log::AccessLogLayer;
 use crate::auth::{self, KeyError, TokenRequest, Verifier};
 use crate::config::ServeArgs;
 use crate::connections::{self, ConnectionLimits};
+use crate::cors::{self, Cors};
 use crate::db::{ConnectError, Db};
 use crate::document_cache::DocumentCache;
 use crate::graphql::{self, OnboardingSchema};
@@ -72,11 +72,8 @@ pub enum StartError {
          (e.g. LISTEN_ADDR=127.0.0.1:8080)"
     )]
     DevNotLoopback(SocketAddr),
-    #[error(
-        "CORS_ALLOWED_ORIGINS holds `{0}`, which is not an origin like https://app.example.com \
-         (scheme and host, an optional port, no path or wildcard)"
-    )]
-    BadOrigin(String),
+    #[error("{0}")]
+    BadOrigin(#[from] cors::BadOrigin),
 }
 
 /// A server that has its database ready and its port bound.
@@ -94,8 +91,8 @@ impl Application {
         if args.dev && !args.listen_addr.ip().is_loopback() {
             return Err(StartError::DevNotLoopback(args.listen_addr));
         }
-        let verifier = Verifier::from_settings(&args.jwt, args.dev)?;
-        let cors = cors(&args.cors_allowed_origins)?;
+        let verifier = Verifier::from_settings(&args.jwt, args.dev).await?;
+        let cors = Cors::new(&args.cors_allowed_origins)?;
         let dev_token = if args.dev { demo_token(args)? } else { None };
         connections::raise_file_limit(args.max_connections as usize);
         let db = Db::connect(&args.database).await?;
@@ -150,7 +147,7 @@ impl Application {
 
 /// The routes and the layers every request passes through, CORS preflights
 /// included: they too get a request id and a log line.
-pub fn router(state: AppState, cors: CorsLayer) -> Router {
+pub fn router(state: AppState, cors: Cors) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     Router::new()
         // Only the API does work that can take long; the 408 still passes
@@ -264,44 +261,17 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
         .into_response()
 }
 
-/// Browsers may call the API from these origins only; none by default.
-fn cors(origins: &[String]) -> Result<CorsLayer, StartError> {
-    let origins = origins
-        .iter()
-        .map(|origin| origin.trim())
-        .filter(|origin| !origin.is_empty())
-        .map(|origin| {
-            HeaderValue::from_str(origin)
-                .ok()
-                .filter(|_| is_origin(origin))
-                .ok_or_else(|| StartError::BadOrigin(origin.to_owned()))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(CorsLayer::new()
-        .allow_origin(AllowOrigin::list(origins))
-        .allow_methods([Method::GET, Method::POST])
-        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT])
-        .expose_headers([HeaderName::from_static("x-request-id")])
-        .max_age(Duration::from_secs(3600)))
-}
-
-/// Whether `text` is an origin as browsers send it: a scheme and a host with
-/// an optional port, with no path, trailing slash or wildcard, since only an
-/// exact match is ever allowed.
-fn is_origin(text: &str) -> bool {
-    let host = text
-        .strip_prefix("https://")
-        .or_else(|| text.strip_prefix("http://"));
-    host.is_some_and(|host| !host.is_empty() && !host.contains(['/', '*', '?', '#', '@', ' ']))
-}
-
 /// A token for the demo user, signed with whatever HS256 secret the server
-/// verifies with; none when it verifies with a public key.
+/// verifies with; none when it verifies with public keys.
 fn demo_token(args: &ServeArgs) -> Result<Option<Arc<str>>, StartError> {
-    if args.jwt.jwt_public_key_file.is_some() {
-        return Ok(None);
-    }
-    let secret = args.jwt.jwt_secret.as_deref().unwrap_or(auth::DEV_SECRET);
+    let jwt = &args.jwt;
+    let public_keys =
+        jwt.jwt_public_key_file.is_some() || jwt.jwt_jwks_url.is_some() || jwt.jwt_issuer.is_some();
+    let secret = match &jwt.jwt_secret {
+        Some(secret) => secret.as_str(),
+        None if !public_keys => auth::DEV_SECRET,
+        None => return Ok(None),
+    };
     let token = auth::mint(&TokenRequest {
         secret,
         sub: DEMO_USER,

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::onboarding::UserId;
+
 /// GraphQL API server that keeps each user's onboarding progress.
 #[derive(Debug, Parser)]
 #[command(name = "onboarding", version, about)]
@@ -115,20 +117,28 @@ pub struct DatabaseArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct JwtArgs {
-    /// HS256 shared secret (at least 32 bytes).
+    /// HS256 shared secret, at least 32 bytes, used as the bytes of its text
+    /// (a hex string is not decoded).
     #[arg(
         long,
         env = "JWT_SECRET",
         hide_env_values = true,
-        conflicts_with = "jwt_public_key_file"
+        conflicts_with_all = ["jwt_public_key_file", "jwt_jwks_url"]
     )]
     pub jwt_secret: Option<String>,
 
     /// PEM public key (RSA, P-256 or Ed25519) that verifies RS256, ES256 or EdDSA tokens.
-    #[arg(long, env = "JWT_PUBLIC_KEY_FILE")]
+    #[arg(long, env = "JWT_PUBLIC_KEY_FILE", conflicts_with = "jwt_jwks_url")]
     pub jwt_public_key_file: Option<PathBuf>,
 
-    /// Required `iss` claim, when set.
+    /// URL of the identity provider's JSON Web Key Set (https://, or http://
+    /// on loopback), e.g. `https://YOUR_DOMAIN/.well-known/jwks.json`. Keys
+    /// are chosen by each token's `kid` and refreshed as the provider rotates them.
+    #[arg(long, env = "JWT_JWKS_URL")]
+    pub jwt_jwks_url: Option<String>,
+
+    /// Required `iss` claim, when set. With no key and no JWT_JWKS_URL, the
+    /// key set is found through `$JWT_ISSUER/.well-known/openid-configuration`.
     #[arg(long, env = "JWT_ISSUER")]
     pub jwt_issuer: Option<String>,
 
@@ -136,23 +146,34 @@ pub struct JwtArgs {
     #[arg(long, env = "JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
 
-    /// Role in the token's `roles` claim that grants admin.
+    /// Role in the token's roles claim that grants admin.
     #[arg(long, env = "JWT_ADMIN_ROLE", default_value = "admin")]
     pub jwt_admin_role: String,
+
+    /// Claim that holds the user id: a top-level claim, or a dotted path
+    /// into nested objects.
+    #[arg(long, env = "JWT_USER_CLAIM", default_value = "sub")]
+    pub jwt_user_claim: String,
+
+    /// Claim that holds the user's roles (an array of strings): a top-level
+    /// claim such as `https://example.com/roles` or `cognito:groups`, or a
+    /// dotted path such as `realm_access.roles` (Keycloak).
+    #[arg(long, env = "JWT_ROLES_CLAIM", default_value = "roles")]
+    pub jwt_roles_claim: String,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct TokenArgs {
-    /// User id to put in `sub`.
-    #[arg(long)]
-    pub sub: String,
+    /// User id to put in `sub`: 1 to 255 bytes, no NUL.
+    #[arg(long, value_parser = parse_user_id)]
+    pub sub: UserId,
 
     /// Role to put in the `roles` claim; repeat for several.
     #[arg(long)]
     pub role: Vec<String>,
 
-    /// How long the token is valid, e.g. `15m`, `1h`, `7d`.
-    #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+    /// How long the token is valid, default 1h (e.g. `15m`, `7d`).
+    #[arg(long, default_value = "1h", hide_default_value = true, value_parser = parse_ttl)]
     pub ttl: Duration,
 
     /// Sign with the built-in development secret that `serve --dev` accepts,
@@ -173,10 +194,20 @@ pub struct TokenArgs {
     pub jwt_audience: Option<String>,
 }
 
+/// A user id the server accepts in `sub`, by the rule of `UserId::parse`.
+fn parse_user_id(text: &str) -> Result<UserId, String> {
+    UserId::parse(text.to_owned()).map_err(|_| {
+        format!(
+            "a user id is 1 to {} bytes with no NUL character; the server refuses any other `sub`",
+            UserId::MAX_BYTES
+        )
+    })
+}
+
 /// A token lifetime such as `15m` or `7d`, at most ten years.
 fn parse_ttl(text: &str) -> Result<Duration, String> {
     const TEN_YEARS: Duration = Duration::from_secs(10 * 366 * 24 * 60 * 60);
-    let ttl = humantime::parse_duration(text).map_err(|error| error.to_string())?;
+    let ttl = parse_duration(text, "`15m`, `1h`, `7d`")?;
     if ttl > TEN_YEARS {
         return Err("at most ten years (e.g. `3650d`)".to_owned());
     }
@@ -186,10 +217,14 @@ fn parse_ttl(text: &str) -> Result<Duration, String> {
 /// A timeout such as `10s` or `500ms`: more than zero, at most a day.
 fn parse_timeout(text: &str) -> Result<Duration, String> {
     const DAY: Duration = Duration::from_secs(24 * 60 * 60);
-    let timeout = humantime::parse_duration(text)
-        .map_err(|error| format!("{error} (e.g. `10s`, `500ms`, `2m`)"))?;
+    let timeout = parse_duration(text, "`10s`, `500ms`, `2m`")?;
     if timeout.is_zero() || timeout > DAY {
         return Err("more than zero and at most a day (e.g. `10s`)".to_owned());
     }
     Ok(timeout)
+}
+
+/// A duration such as `90s` or `1h 30m`; a mistake is answered with `examples`.
+fn parse_duration(text: &str, examples: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|error| format!("{error} (e.g. {examples})"))
 }

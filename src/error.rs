@@ -12,7 +12,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     #[error("Sign in first: send an `Authorization: Bearer <token>` header.")]
     Unauthenticated,
-    #[error("Only an admin may read or change another user's onboarding state.")]
+    #[error(
+        "Only an admin may read or change another user's onboarding state: an admin's token \
+         carries the admin role (JWT_ADMIN_ROLE, default `admin`) in its roles claim \
+         (JWT_ROLES_CLAIM, default `roles`)."
+    )]
     Forbidden,
     #[error("{0}")]
     BadUserInput(String),

@@ -199,7 +199,7 @@ async fn execute(
     let authorization = headers
         .get(header::AUTHORIZATION)
         .map(|value| value.to_str().unwrap_or_default());
-    let viewer = match state.verifier.viewer(authorization) {
+    let viewer = match state.verifier.viewer(authorization).await {
         Ok(viewer) => viewer,
         Err(error) => return unauthorized(media, &error),
     };

@@ -9,6 +9,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod connections;
+pub mod cors;
 pub mod db;
 pub mod document;
 pub mod document_cache;

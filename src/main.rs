@@ -62,7 +62,14 @@ async fn migrate(args: DatabaseArgs) -> Result {
 
 fn token(args: TokenArgs) -> Result {
     let secret = match (&args.jwt_secret, args.dev) {
-        (Some(secret), _) => secret.as_str(),
+        (Some(secret), false) => secret.as_str(),
+        (Some(secret), true) => {
+            eprintln!(
+                "note: JWT_SECRET is set, so the token is signed with JWT_SECRET, not the \
+                 development secret (`serve --dev` also verifies with JWT_SECRET when it is set)"
+            );
+            secret.as_str()
+        }
         (None, true) => auth::DEV_SECRET,
         (None, false) => {
             return Err("set JWT_SECRET (or pass --dev for the development secret)".into());
@@ -70,7 +77,7 @@ fn token(args: TokenArgs) -> Result {
     };
     let token = auth::mint(&TokenRequest {
         secret,
-        sub: &args.sub,
+        sub: args.sub.as_str(),
         roles: &args.role,
         ttl: args.ttl,
         issuer: args.jwt_issuer.as_deref(),

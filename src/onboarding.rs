@@ -58,7 +58,7 @@ impl Step {
 }
 
 /// One user's onboarding progress, as stored.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OnboardingState {
     pub user_id: String,
     pub is_completed: bool,

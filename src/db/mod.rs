@@ -8,6 +8,7 @@
 //! readers that answer reads in groups) is in `sqlite.rs`.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,8 +26,6 @@ use crate::onboarding::{Change, OnboardingState, Step, UserId};
 
 pub use postgres::Postgres;
 pub use sqlite::Sqlite;
-
-static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// How long a request waits for a free connection before failing.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -91,6 +90,7 @@ macro_rules! upserts {
 }
 
 mod groups;
+mod migrations;
 mod postgres;
 mod sqlite;
 
@@ -102,6 +102,28 @@ impl Upserts {
             Change::SetStep(step) => (self.set_step, step),
             Change::Reset => (self.reset, Step::FIRST),
         }
+    }
+}
+
+/// Reads a row of `columns!()`, by position, from either backend.
+impl<'r, R> sqlx::FromRow<'r, R> for OnboardingState
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i32: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    DateTime<Utc>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    fn from_row(row: &'r R) -> sqlx::Result<Self> {
+        Ok(Self {
+            user_id: row.try_get(0)?,
+            is_completed: row.try_get(1)?,
+            current_step: row.try_get(2)?,
+            completed_at: row.try_get(3)?,
+            created_at: row.try_get(4)?,
+            updated_at: row.try_get(5)?,
+        })
     }
 }
 
@@ -155,13 +177,61 @@ pub enum ConnectError {
     InvalidUrl(#[source] sqlx::Error),
     #[error("cannot connect to the database: {0}")]
     Connect(#[source] sqlx::Error),
+    #[error("cannot connect to the database: {source}; create it with: {createdb}")]
+    NoSuchDatabase {
+        source: sqlx::Error,
+        /// The `createdb` command line that creates the database the URL names.
+        createdb: String,
+    },
     #[error("cannot connect to the database: no answer within {0} s")]
     NoAnswer(u64),
     #[error(
-        "cannot open the SQLite database in DATABASE_URL: {0}; its directory must exist and be \
-         writable by this user"
+        "cannot open the SQLite database file {} named by DATABASE_URL: {source}; its directory \
+         must exist and be writable by this user",
+        path.display()
     )]
-    OpenSqlite(#[source] sqlx::Error),
+    OpenSqlite { path: PathBuf, source: sqlx::Error },
+}
+
+impl ConnectError {
+    /// The failure of a first connection to Postgres; a database that does
+    /// not exist (SQLSTATE 3D000) gets the command that creates it.
+    fn postgres(error: sqlx::Error, options: &PgConnectOptions) -> Self {
+        let missing = error
+            .as_database_error()
+            .is_some_and(|error| error.code().as_deref() == Some("3D000"));
+        if !missing {
+            return ConnectError::Connect(error);
+        }
+        let host = options.get_socket().map_or_else(
+            || options.get_host().to_owned(),
+            |dir| dir.display().to_string(),
+        );
+        let user = options.get_username();
+        // Without a database in the URL, Postgres takes the user's name.
+        let database = options.get_database().unwrap_or(user);
+        let createdb = format!(
+            "createdb -h {} -p {} -U {} {}",
+            shell_word(&host),
+            options.get_port(),
+            shell_word(user),
+            shell_word(database)
+        );
+        ConnectError::NoSuchDatabase {
+            source: error,
+            createdb,
+        }
+    }
+}
+
+/// `word` as one shell word: quoted when it holds anything but plain characters.
+fn shell_word(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_./:@%+=,".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
 }
 
 /// Whether `error` means the database cannot serve right now (down, out of
@@ -216,7 +286,7 @@ impl Db {
                 tokio::time::timeout(ACQUIRE_TIMEOUT, PgConnection::connect_with(&options))
                     .await
                     .map_err(|_| ConnectError::NoAnswer(ACQUIRE_TIMEOUT.as_secs()))?
-                    .map_err(ConnectError::Connect)?
+                    .map_err(|error| ConnectError::postgres(error, &options))?
                     .close()
                     .await
                     .map_err(ConnectError::Connect)?;
@@ -243,7 +313,11 @@ impl Db {
     pub async fn migrate(&self) -> Result<(), MigrateError> {
         match self {
             Db::Sqlite(sqlite) => sqlite.migrate().await,
-            Db::Postgres(postgres) => POSTGRES_MIGRATIONS.run(postgres.pool()).await,
+            Db::Postgres(postgres) => {
+                migrations::migrator(migrations::POSTGRES)
+                    .run(postgres.pool())
+                    .await
+            }
         }
     }
 

@@ -13,15 +13,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::migrate::MigrateError;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection};
 
 use super::groups::{self, Queues, ReadQueue, Write, WriteQueue, gather};
 use super::{ConnectError, DbError, Result, Upserts};
 use crate::onboarding::{OnboardingState, Step, UserId};
-
-static MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// How long SQLite waits for another process's writer before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -89,8 +87,14 @@ impl Sqlite {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
+        let cannot_open = |source| ConnectError::OpenSqlite {
+            // Relative to the working directory, which may not be the one expected.
+            path: std::path::absolute(options.get_filename())
+                .unwrap_or_else(|_| options.get_filename().to_owned()),
+            source,
+        };
         // The writer first: it creates the file and switches it to WAL.
-        let writer = options.connect().await.map_err(ConnectError::OpenSqlite)?;
+        let writer = options.connect().await.map_err(cannot_open)?;
         let readers = groups::readers(max_connections);
         let (queues, write_queue, read_queue) = Queues::new(readers);
         queues.started(tokio::spawn(write_groups(
@@ -99,7 +103,7 @@ impl Sqlite {
             write_queue,
         )));
         for _ in 0..readers {
-            let reader = options.connect().await.map_err(ConnectError::OpenSqlite)?;
+            let reader = options.connect().await.map_err(cannot_open)?;
             queues.started(tokio::spawn(read_groups(reader, read_queue.clone())));
         }
         Ok(Self {
@@ -112,7 +116,9 @@ impl Sqlite {
     /// of their own.
     pub async fn migrate(&self) -> Result<(), MigrateError> {
         let mut connection = self.options.connect().await?;
-        let migrated = MIGRATIONS.run(&mut connection).await;
+        let migrated = super::migrations::migrator(super::migrations::SQLITE)
+            .run(&mut connection)
+            .await;
         let _ = connection.close().await;
         migrated
     }

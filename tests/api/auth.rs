@@ -220,6 +220,13 @@ async fn a_user_acting_on_another_user_is_forbidden_and_nothing_is_written(backe
     ] {
         let body = app.graphql_as(Some("alice"), operation, json!({})).await;
         assert_eq!(error_code(&body), "FORBIDDEN", "{operation}: {body}");
+        let message = body["errors"][0]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(
+                "admin role (JWT_ADMIN_ROLE, default `admin`) in its roles claim (JWT_ROLES_CLAIM"
+            ),
+            "says what makes an admin: {message}"
+        );
     }
     assert_eq!(app.db.count_all_rows().await, 0);
 }

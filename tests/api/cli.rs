@@ -3,7 +3,9 @@
 
 use std::process::Output;
 
-use crate::helpers::{Backend, SECRET, TestDatabase, command, graphql};
+use crate::helpers::{
+    Backend, SECRET, TestDatabase, command, graphql, postgres_server_url, with_database,
+};
 use crate::on_both_backends;
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -156,6 +158,89 @@ fn migrate_says_why_it_cannot_reach_the_database() {
 fn token_without_a_secret_says_which_setting_to_give() {
     let message = refusal(&["token", "--sub", "alice"], &[]);
     assert!(message.contains("JWT_SECRET"), "{message}");
+}
+
+#[test]
+fn token_refuses_an_empty_sub_and_says_what_a_user_id_is() {
+    let output = run(&["token", "--dev", "--sub", ""], &[]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(output.stdout.is_empty(), "no token is printed");
+    let message = stderr(&output);
+    assert!(
+        message.contains("--sub") && message.contains("1 to 255 bytes with no NUL"),
+        "{message}"
+    );
+}
+
+#[test]
+fn token_with_a_ttl_that_is_not_a_duration_shows_examples() {
+    let output = run(&["token", "--dev", "--sub", "alice", "--ttl", "abc"], &[]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    let message = stderr(&output);
+    assert!(
+        message.contains("--ttl") && message.contains("e.g. `15m`, `1h`, `7d`"),
+        "{message}"
+    );
+    let help = run(&["token", "--help"], &[]);
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("default 1h"), "{help}");
+}
+
+#[test]
+fn token_dev_with_jwt_secret_set_signs_with_jwt_secret_and_says_so() {
+    let output = run(
+        &["token", "--dev", "--sub", "alice"],
+        &[("JWT_SECRET", SECRET)],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let note = stderr(&output);
+    assert!(
+        note.contains("signed with JWT_SECRET, not the development secret"),
+        "{note}"
+    );
+    let token = String::from_utf8(output.stdout).expect("UTF-8");
+    let verified = jsonwebtoken::decode::<serde_json::Value>(
+        token.trim(),
+        &jsonwebtoken::DecodingKey::from_secret(SECRET.as_bytes()),
+        &jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256),
+    );
+    assert!(verified.is_ok(), "JWT_SECRET verifies it: {verified:?}");
+}
+
+#[test]
+fn a_sqlite_database_whose_directory_is_missing_is_refused_with_its_path() {
+    let dir = std::env::temp_dir().join(format!("onboarding-no-such-dir-{}", std::process::id()));
+    let path = dir.join("x.db");
+    let url = format!("sqlite://{}", path.display());
+    for args in [&["migrate"][..], &["serve", "--dev"]] {
+        let message = refusal(
+            args,
+            &[("DATABASE_URL", &url), ("LISTEN_ADDR", "127.0.0.1:0")],
+        );
+        assert!(
+            message.contains(&path.display().to_string())
+                && message.contains("directory must exist and be writable"),
+            "{args:?}: {message}"
+        );
+    }
+}
+
+#[test]
+fn migrate_to_a_postgres_database_that_does_not_exist_says_how_to_create_it() {
+    let Some(server) = postgres_server_url() else {
+        return;
+    };
+    let name = format!("onboarding_missing_{}", std::process::id());
+    let url = with_database(&server, &name);
+    let message = refusal(&["migrate"], &[("DATABASE_URL", &url)]);
+    let options: sqlx::postgres::PgConnectOptions = url.parse().expect("a Postgres URL");
+    let createdb = format!(
+        "create it with: createdb -h {} -p {} -U {} {name}",
+        options.get_host(),
+        options.get_port(),
+        options.get_username()
+    );
+    assert!(message.contains(&createdb), "{message}");
 }
 
 async fn a_token_from_onboarding_token_is_accepted_with_its_admin_role(backend: Backend) {

@@ -226,6 +226,9 @@ pub fn serve_args(database_url: &str) -> ServeArgs {
             jwt_issuer: None,
             jwt_audience: None,
             jwt_admin_role: "admin".to_owned(),
+            jwt_jwks_url: None,
+            jwt_user_claim: "sub".to_owned(),
+            jwt_roles_claim: "roles".to_owned(),
         },
         listen_addr: "127.0.0.1:0".parse().expect("a socket address"),
         cors_allowed_origins: Vec::new(),
@@ -373,7 +376,7 @@ fn unique_name() -> String {
 }
 
 /// `url` with its database name replaced by `database`.
-fn with_database(url: &str, database: &str) -> String {
+pub fn with_database(url: &str, database: &str) -> String {
     let (base, query) = url
         .split_once('?')
         .map_or((url, None), |(base, query)| (base, Some(query)));
@@ -404,6 +407,9 @@ const SETTINGS: &[&str] = &[
     "JWT_ISSUER",
     "JWT_AUDIENCE",
     "JWT_ADMIN_ROLE",
+    "JWT_JWKS_URL",
+    "JWT_USER_CLAIM",
+    "JWT_ROLES_CLAIM",
     "CORS_ALLOWED_ORIGINS",
     "MAX_CONNECTIONS",
     "HEADER_READ_TIMEOUT",
