@@ -25,8 +25,9 @@ use crate::connections::{self, ConnectionLimits};
 use crate::cors::{self, Cors};
 use crate::db::{ConnectError, Db};
 use crate::document_cache::DocumentCache;
-use crate::graphql::{self, OnboardingSchema};
-use crate::onboarding::Onboarding;
+use crate::graphql;
+use crate::service::Onboarding;
+use crate::state::{AppState, Shared};
 use crate::{graphiql, graphql_http};
 
 /// How long one request may take before it is answered 408.
@@ -37,21 +38,6 @@ const READINESS_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEMO_USER: &str = "demo-user";
 /// How long the `--dev` demo token is valid.
 const DEMO_TOKEN_TTL: Duration = Duration::from_secs(24 * 60 * 60);
-
-/// What every handler shares. Behind one `Arc`: axum clones the state into
-/// every request, whether its handler reads it or not.
-pub type AppState = Arc<Shared>;
-
-/// The contents of `AppState`.
-pub struct Shared {
-    pub schema: OnboardingSchema,
-    pub verifier: Verifier,
-    pub db: Db,
-    /// Documents already parsed and checked, by their text.
-    pub documents: DocumentCache,
-    /// The `--dev` demo token, shown in GraphiQL's headers.
-    pub dev_token: Option<Arc<str>>,
-}
 
 /// Why the server could not start; each says which setting to change.
 #[derive(Debug, thiserror::Error)]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::onboarding::UserId;
+use crate::domain::UserId;
 
 /// GraphQL API server that keeps each user's onboarding progress.
 #[derive(Debug, Parser)]

@@ -2,15 +2,14 @@
 //! Descriptions here are what client developers read in GraphiQL and codegen.
 
 use async_graphql::{
-    Context, EmptySubscription, ID, InputValueError, InputValueResult, Object, SDLExportOptions,
-    Scalar, ScalarType, Schema, Value,
+    Context, EmptySubscription, ErrorExtensions, ID, InputValueError, InputValueResult, Object,
+    SDLExportOptions, Scalar, ScalarType, Schema, Value,
 };
 use chrono::{SecondsFormat, Utc};
 
-use crate::auth::Viewer;
 use crate::document;
-use crate::error::Error;
-use crate::onboarding::{Change, Onboarding, OnboardingState, Step};
+use crate::domain::{Change, Error, OnboardingState, Step, Viewer};
+use crate::service::Onboarding;
 
 pub type OnboardingSchema = Schema<Query, Mutation, EmptySubscription>;
 
@@ -192,5 +191,22 @@ fn operations<'a>(ctx: &Context<'a>) -> async_graphql::Result<(&'a Onboarding, &
 
 fn client_error(ctx: &Context<'_>, error: Error) -> async_graphql::Error {
     let request_id = ctx.data_opt::<RequestId>().map(|id| id.0.as_str());
-    error.into_graphql(request_id)
+    into_graphql(error, request_id)
+}
+
+/// Turns an error into what the client sees. Server-side failures are logged
+/// here, in full, with the request id that the client is also given.
+fn into_graphql(error: Error, request_id: Option<&str>) -> async_graphql::Error {
+    let code = error.code();
+    let server_side = error.is_server_side();
+    if server_side {
+        let detail = std::error::Error::source(&error).map(ToString::to_string);
+        tracing::error!(request_id, error = detail, "request failed: {error}");
+    }
+    async_graphql::Error::new(error.to_string()).extend_with(|_, extensions| {
+        extensions.set("code", code);
+        if let (true, Some(id)) = (server_side, request_id) {
+            extensions.set("requestId", id);
+        }
+    })
 }

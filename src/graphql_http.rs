@@ -14,12 +14,13 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tracing::Instrument;
 
-use crate::app::AppState;
 use crate::auth::TokenError;
 use crate::document::{self, LimitExceeded};
-use crate::error::{Error, RequestErrorCode};
+use crate::domain::Error;
+use crate::error::RequestErrorCode;
 use crate::graphiql;
 use crate::graphql::RequestId;
+use crate::state::AppState;
 
 /// Largest request body accepted; a GraphQL operation for this API is well under 1 KiB.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;

@@ -3,8 +3,8 @@
 
 use serde_json::{Map, Value};
 
-use super::{TokenError, Viewer};
-use crate::onboarding::UserId;
+use super::TokenError;
+use crate::domain::{UserId, Viewer};
 
 /// A claim named by a setting: a top-level claim (`sub`, `cognito:groups`,
 /// `https://example.com/roles`), or else a dotted path into nested objects

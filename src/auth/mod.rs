@@ -14,7 +14,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header, Validation};
 use serde::Serialize;
 
 use crate::config::JwtArgs;
-use crate::onboarding::UserId;
+use crate::domain::Viewer;
 use claims::{ClaimNames, ClaimPath};
 use jwks::Jwks;
 use keys::{MIN_SECRET_BYTES, VerifyingKey, checked_secret};
@@ -27,15 +27,6 @@ pub const DEV_SECRET: &str = "onboarding-development-secret-not-for-production";
 
 /// Seconds of clock skew tolerated on `exp` and `nbf`.
 const LEEWAY_SECONDS: u64 = 30;
-
-/// Who is asking.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Viewer {
-    /// No token: may run introspection, nothing else.
-    Anonymous,
-    /// A verified token's subject.
-    User { id: UserId, admin: bool },
-}
 
 /// The claims `onboarding token` signs.
 #[derive(Debug, Serialize)]

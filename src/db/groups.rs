@@ -8,7 +8,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::{DbError, Result};
-use crate::onboarding::{Change, OnboardingState, UserId};
+use crate::domain::{Change, OnboardingState, UserId};
 
 /// Most reads or writes taken as one group.
 pub const MAX_GROUP: usize = 256;

@@ -22,7 +22,7 @@ use groups::{Queues, Write};
 use sqlx::sqlite::SqliteError;
 
 use crate::config::DatabaseArgs;
-use crate::onboarding::{Change, OnboardingState, Step, UserId};
+use crate::domain::{Change, OnboardingState, Step, UserId};
 
 pub use postgres::Postgres;
 pub use sqlite::Sqlite;
@@ -146,6 +146,18 @@ impl fmt::Display for DbError {
 impl std::error::Error for DbError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         self.0.source()
+    }
+}
+
+/// A database that cannot serve right now is worth a retry; anything else
+/// is a fault, logged and reported as internal.
+impl From<DbError> for crate::domain::Error {
+    fn from(error: DbError) -> Self {
+        if error.is_unavailable() {
+            Self::Unavailable(Box::new(error))
+        } else {
+            Self::Internal(Box::new(error))
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use sqlx::postgres::PgPool;
 
 use super::groups::{self, Queues, ReadQueue, Request, Write, WriteQueue, gather};
 use super::{DbError, Result, Upserts};
-use crate::onboarding::{Change, OnboardingState, Step, UserId};
+use crate::domain::{Change, OnboardingState, Step, UserId};
 
 /// The rows of a group: `$1` user ids, `$2` steps, `$3` times.
 macro_rules! rows {

@@ -19,7 +19,7 @@ use sqlx::{ConnectOptions, Connection};
 
 use super::groups::{self, Queues, ReadQueue, Write, WriteQueue, gather};
 use super::{ConnectError, DbError, Result, Upserts};
-use crate::onboarding::{OnboardingState, Step, UserId};
+use crate::domain::{OnboardingState, Step, UserId};
 
 /// How long SQLite waits for another process's writer before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);

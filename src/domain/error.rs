@@ -1,0 +1,40 @@
+//! The errors of the rules, and the `extensions.code` each carries.
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything an onboarding operation can fail with. Only the messages of the
+/// client-facing variants reach clients; `Internal` is logged, never shown.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Sign in first: send an `Authorization: Bearer <token>` header.")]
+    Unauthenticated,
+    #[error(
+        "Only an admin may read or change another user's onboarding state: an admin's token \
+         carries the admin role (JWT_ADMIN_ROLE, default `admin`) in its roles claim \
+         (JWT_ROLES_CLAIM, default `roles`)."
+    )]
+    Forbidden,
+    #[error("{0}")]
+    BadUserInput(String),
+    #[error("The database is unavailable; retry shortly.")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("Internal server error.")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl Error {
+    /// The machine-readable `extensions.code` clients branch on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Unauthenticated => "UNAUTHENTICATED",
+            Error::Forbidden => "FORBIDDEN",
+            Error::BadUserInput(_) => "BAD_USER_INPUT",
+            Error::Unavailable(_) | Error::Internal(_) => "INTERNAL_SERVER_ERROR",
+        }
+    }
+
+    /// Whether the fault is the server's (logged in full) rather than the client's.
+    pub fn is_server_side(&self) -> bool {
+        matches!(self, Error::Unavailable(_) | Error::Internal(_))
+    }
+}

@@ -1,0 +1,27 @@
+//! Who is asking, and on whose behalf they may act.
+
+use super::{Error, Result, UserId};
+
+/// Who is asking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Viewer {
+    /// No token: may run introspection, nothing else.
+    Anonymous,
+    /// A verified token's subject.
+    User { id: UserId, admin: bool },
+}
+
+impl Viewer {
+    /// Whose state the viewer acts on: its own, or anyone's for an admin.
+    pub fn acting_on(&self, requested: Option<String>) -> Result<UserId> {
+        let Viewer::User { id, admin } = self else {
+            return Err(Error::Unauthenticated);
+        };
+        match requested {
+            None => Ok(id.clone()),
+            Some(requested) if requested == id.as_str() => Ok(id.clone()),
+            Some(_) if !admin => Err(Error::Forbidden),
+            Some(requested) => UserId::parse(requested),
+        }
+    }
+}

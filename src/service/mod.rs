@@ -1,0 +1,5 @@
+//! The operations clients call, over the domain and the store.
+
+mod onboarding;
+
+pub use onboarding::Onboarding;

@@ -1,0 +1,24 @@
+//! What every request handler shares: the schema, the token verifier, the
+//! database and the parsed-document cache.
+
+use std::sync::Arc;
+
+use crate::auth::Verifier;
+use crate::db::Db;
+use crate::document_cache::DocumentCache;
+use crate::graphql::OnboardingSchema;
+
+/// What every handler shares. Behind one `Arc`: axum clones the state into
+/// every request, whether its handler reads it or not.
+pub type AppState = Arc<Shared>;
+
+/// The contents of `AppState`.
+pub struct Shared {
+    pub schema: OnboardingSchema,
+    pub verifier: Verifier,
+    pub db: Db,
+    /// Documents already parsed and checked, by their text.
+    pub documents: DocumentCache,
+    /// The `--dev` demo token, shown in GraphiQL's headers.
+    pub dev_token: Option<Arc<str>>,
+}
