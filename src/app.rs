@@ -26,7 +26,7 @@ use crate::cors::{self, Cors};
 use crate::db::{ConnectError, Db};
 use crate::document_cache::DocumentCache;
 use crate::graphql;
-use crate::service::Onboarding;
+use crate::service::{Flows, Onboarding};
 use crate::state::{AppState, Shared};
 use crate::{graphiql, graphql_http};
 
@@ -69,6 +69,8 @@ pub struct Application {
     limits: ConnectionLimits,
     db: Db,
     dev_token: Option<Arc<str>>,
+    /// Removes expired idempotency keys while the server runs.
+    forgetting_keys: tokio::task::JoinHandle<()>,
 }
 
 impl Application {
@@ -89,8 +91,13 @@ impl Application {
                 addr: args.listen_addr,
                 source,
             })?;
+        let flows = Flows::new(&db);
+        let forgetting_keys = flows.forget_expired_keys();
         let state = Arc::new(Shared {
-            schema: graphql::schema(Some(Onboarding::new(db.clone()))),
+            schema: graphql::schema(Some(graphql::Operations {
+                onboarding: Onboarding::new(db.clone()),
+                flows: flows.clone(),
+            })),
             verifier,
             db: db.clone(),
             documents: DocumentCache::default(),
@@ -106,6 +113,7 @@ impl Application {
             },
             db,
             dev_token,
+            forgetting_keys,
         })
     }
 
@@ -126,6 +134,7 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         connections::serve(self.listener, self.router, self.limits, shutdown).await?;
+        self.forgetting_keys.abort();
         self.db.close().await;
         Ok(())
     }

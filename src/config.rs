@@ -52,6 +52,50 @@ pub enum Command {
     Schema,
     /// Print an HS256 token signed with `JWT_SECRET`, for development and tests.
     Token(TokenArgs),
+    /// Publish and list flow declarations, e.g. from the app's repository at deploy.
+    #[command(subcommand)]
+    Flows(FlowsCommand),
+    /// Export or erase everything kept about one user.
+    #[command(subcommand)]
+    Users(UsersCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FlowsCommand {
+    /// Publish the declarations in a JSON file (one object, or an array of
+    /// them): each flow whose title or steps changed gets a new version, all
+    /// or none. Applies pending migrations first.
+    Publish {
+        /// The file: `{"key": "checklist", "title": "...", "steps": [{"key":
+        /// "profile", "title": "...", "optional": false}], "reonboarding": "KEEP"}`.
+        file: PathBuf,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// Print every published flow: key, latest version, title, number of steps.
+    List {
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Print every flow state and event of the user as JSON (the API's
+    /// exportUserData).
+    Export {
+        /// The user id (a token's `sub`).
+        user: String,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// Erase every row of the user, in one transaction, and print the counts.
+    Delete {
+        /// The user id (a token's `sub`).
+        user: String,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
 }
 
 #[derive(Debug, Clone, Args)]

@@ -75,6 +75,28 @@ static INIT_JS: Asset = Asset {
     body: include_bytes!("graphiql/init.js"),
 };
 
+/// What GraphiQL opens with: the original onboarding state, and the flows next to it.
+const DEFAULT_QUERY: &str = "\
+query MyOnboarding {
+  onboardingState {
+    id
+    userId
+    isCompleted
+    currentStep
+    completedAt
+    createdAt
+    updatedAt
+  }
+  flowStates {
+    flow
+    status
+    currentStep
+    doneSteps
+    totalSteps
+  }
+}
+";
+
 /// The explorer page for `GET /graphql` from a browser. `dev_token`, when given, is put
 /// in the page's default `Authorization` header so the demo query runs at once.
 pub fn page(dev_token: Option<&str>) -> Response {
@@ -85,13 +107,17 @@ pub fn page(dev_token: Option<&str>) -> Response {
         )
     });
     let hint = match dev_token {
-        Some(_) => "# Run it: ▶ or Ctrl-Enter. Every field: Docs, top left.",
+        Some(_) => {
+            "# Run it: ▶ or Ctrl-Enter. Every field: Docs, top left.\n\
+             # An admin token for publishFlow: onboarding token --dev --sub me --role admin"
+        }
         None => "# It needs {\"Authorization\": \"Bearer <JWT>\"} in Headers.",
     };
     let query = format!(
-        "# Your onboarding state, created on first access.\n{hint}\n\
-         query MyOnboardingState {{\n  onboardingState {{\n    id\n    userId\n    \
-         isCompleted\n    currentStep\n    completedAt\n    createdAt\n    updatedAt\n  }}\n}}\n"
+        "# Your onboarding state (created on first access) and your progress in every\n\
+         # flow. Flows other than the built-in `onboarding` appear once published: by\n\
+         # an admin with the publishFlow mutation, or `onboarding flows publish FILE.json`.\n\
+         {hint}\n{DEFAULT_QUERY}"
     );
     let config = json!({ "endpoint": "/graphql", "headers": headers, "query": query })
         .to_string()

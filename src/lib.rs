@@ -9,6 +9,7 @@
 pub mod access_log;
 pub mod app;
 pub mod auth;
+pub mod commands;
 pub mod config;
 pub mod connections;
 pub mod cors;

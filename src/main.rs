@@ -3,9 +3,11 @@ use std::process::ExitCode;
 use clap::Parser;
 use onboarding::app::{self, Application};
 use onboarding::auth::{self, TokenRequest};
-use onboarding::config::{Cli, Command, DatabaseArgs, ServeArgs, TokenArgs};
+use onboarding::config::{
+    Cli, Command, DatabaseArgs, FlowsCommand, ServeArgs, TokenArgs, UsersCommand,
+};
 use onboarding::db::Db;
-use onboarding::{graphql, telemetry};
+use onboarding::{commands, graphql, telemetry};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -22,6 +24,16 @@ async fn main() -> ExitCode {
             Ok(())
         }
         Command::Token(args) => token(args),
+        Command::Flows(FlowsCommand::Publish { file, database }) => {
+            commands::publish_flows(&file, &database).await
+        }
+        Command::Flows(FlowsCommand::List { database }) => commands::list_flows(&database).await,
+        Command::Users(UsersCommand::Export { user, database }) => {
+            commands::export_user(&user, &database).await
+        }
+        Command::Users(UsersCommand::Delete { user, database }) => {
+            commands::delete_user(&user, &database).await
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::{DbError, Result};
+use super::{DbError, Provenance, Result};
 use crate::domain::{Change, OnboardingState, UserId};
 
 /// Most reads or writes taken as one group.
@@ -108,11 +108,12 @@ pub fn readers(max_connections: u32) -> usize {
     (max_connections as usize).clamp(1, cores)
 }
 
-/// A write: the state to create when missing, or a change to apply.
-#[derive(Debug, Clone, Copy)]
+/// A write: the state to create when missing, or a change to apply and who
+/// made it, for its event.
+#[derive(Debug, Clone)]
 pub enum Write {
     Create,
-    Apply(Change),
+    Apply(Change, Provenance),
 }
 
 /// What a read asks: one user's state, or (`None`) only that the database answers.

@@ -24,6 +24,7 @@ use sqlx::sqlite::SqliteError;
 use crate::config::DatabaseArgs;
 use crate::domain::{Change, OnboardingState, Step, UserId};
 
+pub use flows::{Decide, Erased, FlowStore, Idempotency, Provenance};
 pub use postgres::Postgres;
 pub use sqlite::Sqlite;
 
@@ -37,20 +38,31 @@ macro_rules! columns {
     };
 }
 
+/// The columns an original-API write inserts: the state's, and the flow
+/// state's status, start and revision.
+macro_rules! inserted_columns {
+    () => {
+        concat!(columns!(), ", status, started_at, revision")
+    };
+}
+
 /// One atomic statement that creates the states of `$rows` or, where they
-/// exist, updates them with `$set`. `$1` holds the user ids, `$2` the steps,
-/// `$3` the times: one of each in SQLite, arrays of them in Postgres.
+/// exist, updates them with `$set`; it returns the state and its flow
+/// version. `$1` holds the user ids, `$2` the steps, `$3` the times: one of
+/// each in SQLite, arrays of them in Postgres. `$rows` give every column of
+/// `inserted_columns!()`.
 macro_rules! upsert {
     ($rows:expr, $($set:tt)+) => {
         concat!(
             "insert into onboarding_state (",
-            columns!(),
+            inserted_columns!(),
             ") ",
             $rows,
             " on conflict (user_id) do update set ",
             $($set)+,
-            " returning ",
-            columns!()
+            ", revision = onboarding_state.revision + 1 returning ",
+            columns!(),
+            ", version"
         )
     };
 }
@@ -62,33 +74,63 @@ struct Upserts {
     reset: &'static str,
 }
 
-/// The three upserts, given the rows a completion inserts, the rows the
-/// other changes insert, and the expression for the time a write sets.
+/// The three upserts of the original API, given the rows each inserts and
+/// the expression for the time a write sets, each wrapped by `$logged!`,
+/// the dialect's way to append its event in the same atomic write. Each is
+/// also a write of the built-in flow `onboarding`: its status follows, the
+/// first write starts it, and its revision goes one up.
 macro_rules! upserts {
-    ($completed_rows:expr, $rows:expr, $written_at:literal) => {
+    ($logged:ident, $completed_rows:expr, $step_rows:expr, $reset_rows:expr, $written_at:literal) => {
         Upserts {
-            complete: upsert!(
-                $completed_rows,
-                "is_completed = true, current_step = excluded.current_step, completed_at = ",
-                $written_at,
-                ", updated_at = ",
-                $written_at
+            complete: $logged!(
+                upsert!(
+                    $completed_rows,
+                    "is_completed = true, current_step = excluded.current_step, completed_at = ",
+                    $written_at,
+                    ", updated_at = ",
+                    $written_at,
+                    ", status = 'COMPLETED', snoozed_until = null, \
+                     started_at = coalesce(onboarding_state.started_at, excluded.started_at)"
+                ),
+                "FLOW_COMPLETED",
+                step
             ),
-            set_step: upsert!(
-                $rows,
-                "current_step = excluded.current_step, updated_at = ",
-                $written_at
+            set_step: $logged!(
+                upsert!(
+                    $step_rows,
+                    "current_step = excluded.current_step, updated_at = ",
+                    $written_at,
+                    ", status = case when onboarding_state.status = 'NOT_STARTED' \
+                     then 'IN_PROGRESS' else onboarding_state.status end, \
+                     started_at = coalesce(onboarding_state.started_at, excluded.started_at)"
+                ),
+                "STEP_SET",
+                step
             ),
-            reset: upsert!(
-                $rows,
-                "is_completed = false, current_step = excluded.current_step, \
-                 completed_at = null, updated_at = ",
-                $written_at
+            reset: $logged!(
+                upsert!(
+                    $reset_rows,
+                    "is_completed = false, current_step = excluded.current_step, \
+                     completed_at = null, updated_at = ",
+                    $written_at,
+                    ", status = 'NOT_STARTED', started_at = null, dismissed_at = null, \
+                     snoozed_until = null, steps = '{}'"
+                ),
+                "RESET",
+                none
             ),
         }
     };
 }
 
+/// The columns of an event an original-API write appends.
+macro_rules! event_columns {
+    () => {
+        "insert into flow_event (user_id, flow, version, type, actor, request_id, at, data) "
+    };
+}
+
+mod flows;
 mod groups;
 mod migrations;
 mod postgres;
@@ -333,6 +375,14 @@ impl Db {
         }
     }
 
+    /// The statements of flows.
+    pub fn flows(&self) -> &FlowStore {
+        match self {
+            Db::Sqlite(sqlite) => sqlite.flows(),
+            Db::Postgres(postgres) => postgres.flows(),
+        }
+    }
+
     fn queues(&self) -> &Queues {
         match self {
             Db::Sqlite(sqlite) => sqlite.queues(),
@@ -348,6 +398,7 @@ impl Db {
     /// Lets the queued requests finish, then closes every connection.
     pub async fn close(&self) {
         self.queues().close().await;
+        self.flows().close().await;
         if let Db::Postgres(postgres) = self {
             postgres.pool().close().await;
         }
@@ -379,10 +430,11 @@ impl Db {
         &self,
         user_id: &UserId,
         change: Change,
+        provenance: Provenance,
         now: DateTime<Utc>,
     ) -> Result<OnboardingState> {
         self.queues()
-            .write(user_id, Write::Apply(change), now)
+            .write(user_id, Write::Apply(change, provenance), now)
             .await
     }
 }

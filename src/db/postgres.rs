@@ -10,15 +10,65 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::PgPool;
 
 use super::groups::{self, Queues, ReadQueue, Request, Write, WriteQueue, gather};
-use super::{DbError, Result, Upserts};
+use super::{DbError, FlowStore, Result, Upserts};
 use crate::domain::{Change, OnboardingState, Step, UserId};
 
-/// The rows of a group: `$1` user ids, `$2` steps, `$3` times.
+/// The rows of a group: `$1` user ids, `$2` steps, `$3` times; then the
+/// created and updated times.
 macro_rules! rows {
     ($($column:literal),+) => {
         concat!(
             "select ", $($column, ", ",)+ "w.n, w.n from unnest($1::text[], $2::int4[], $3::timestamptz[]) as w(u, s, n)"
         )
+    };
+}
+
+/// The rows an original-API write inserts: the state's columns, then its
+/// status, start time and revision.
+macro_rules! written_rows {
+    ($completed:literal, $completed_at:literal, $status:literal, $started_at:literal) => {
+        concat!(
+            "select w.u, ",
+            $completed,
+            ", w.s, ",
+            $completed_at,
+            ", w.n, w.n, '",
+            $status,
+            "', ",
+            $started_at,
+            ", 1 from unnest($1::text[], $2::int4[], $3::timestamptz[]) as w(u, s, n)"
+        )
+    };
+}
+
+/// An original-API write and its events, in one statement: the upsert, and
+/// an event per row it wrote, with `$4` the actors and `$5` the request ids.
+macro_rules! logged {
+    ($upsert:expr, $type:literal, $data:ident) => {
+        concat!(
+            "with written as (",
+            $upsert,
+            "), logged as (",
+            event_columns!(),
+            "select written.user_id, 'onboarding', written.version, '",
+            $type,
+            "', w.a, w.r, written.updated_at, ",
+            event_data!($data),
+            " from written join unnest($1::text[], $4::text[], $5::text[]) as w(u, a, r) \
+             on w.u = written.user_id) select ",
+            columns!(),
+            " from written"
+        )
+    };
+}
+
+/// What an original-API event carries: the step written, or nothing.
+macro_rules! event_data {
+    (step) => {
+        "json_build_object('step', written.current_step)::text"
+    };
+    (none) => {
+        "null"
     };
 }
 
@@ -39,8 +89,15 @@ const CREATE_MISSING: &str = concat!(
 );
 
 const UPSERTS: Upserts = upserts!(
-    rows!("w.u", "true", "w.s", "w.n"),
-    rows!("w.u", "false", "w.s", "null::timestamptz"),
+    logged,
+    written_rows!("true", "w.n", "COMPLETED", "w.n"),
+    written_rows!("false", "null::timestamptz", "IN_PROGRESS", "w.n"),
+    written_rows!(
+        "false",
+        "null::timestamptz",
+        "NOT_STARTED",
+        "null::timestamptz"
+    ),
     "greatest(excluded.updated_at, onboarding_state.updated_at + interval '1 microsecond')"
 );
 
@@ -50,6 +107,7 @@ const UPSERTS: Upserts = upserts!(
 pub struct Postgres {
     pool: PgPool,
     queues: Queues,
+    flows: FlowStore,
 }
 
 impl Postgres {
@@ -61,11 +119,20 @@ impl Postgres {
         for _ in 0..readers {
             queues.started(tokio::spawn(read_groups(pool.clone(), read_queue.clone())));
         }
-        Self { pool, queues }
+        let flows = FlowStore::Postgres(pool.clone());
+        Self {
+            pool,
+            queues,
+            flows,
+        }
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    pub fn flows(&self) -> &FlowStore {
+        &self.flows
     }
 
     pub fn queues(&self) -> &Queues {
@@ -142,7 +209,7 @@ async fn write_round(pool: &PgPool, round: Vec<WriteRequest>) {
     let mut kinds: HashMap<Kind, Vec<WriteRequest>> = HashMap::new();
     for request in round {
         kinds
-            .entry(Kind::of(request.user.1))
+            .entry(Kind::of(&request.user.1))
             .or_default()
             .push(request);
     }
@@ -153,14 +220,25 @@ async fn write_round(pool: &PgPool, round: Vec<WriteRequest>) {
             .collect();
         let steps: Vec<i32> = requests
             .iter()
-            .map(|request| step_of(request.user.1).get())
+            .map(|request| step_of(&request.user.1).get())
             .collect();
+        let (actors, request_ids): (Vec<&str>, Vec<Option<&str>>) = requests
+            .iter()
+            .map(|request| match &request.user.1 {
+                Write::Apply(_, provenance) => {
+                    (provenance.actor.as_str(), provenance.request_id.as_deref())
+                }
+                Write::Create => ("", None),
+            })
+            .unzip();
         let times: Vec<DateTime<Utc>> = requests.iter().map(|request| request.now).collect();
         let written = match kind.statement() {
             Some(upsert) => sqlx::query_as::<_, OnboardingState>(upsert)
                 .bind(ids)
                 .bind(steps)
                 .bind(times)
+                .bind(actors)
+                .bind(request_ids)
                 .fetch_all(pool)
                 .await
                 .map_err(DbError::from)
@@ -208,12 +286,12 @@ enum Kind {
 }
 
 impl Kind {
-    fn of(write: Write) -> Self {
+    fn of(write: &Write) -> Self {
         match write {
             Write::Create => Kind::Create,
-            Write::Apply(Change::Complete(_)) => Kind::Complete,
-            Write::Apply(Change::SetStep(_)) => Kind::SetStep,
-            Write::Apply(Change::Reset) => Kind::Reset,
+            Write::Apply(Change::Complete(_), _) => Kind::Complete,
+            Write::Apply(Change::SetStep(_), _) => Kind::SetStep,
+            Write::Apply(Change::Reset, _) => Kind::Reset,
         }
     }
 
@@ -228,9 +306,9 @@ impl Kind {
 }
 
 /// The step a write binds: its change's, or the first for a new state.
-fn step_of(write: Write) -> Step {
+fn step_of(write: &Write) -> Step {
     match write {
-        Write::Apply(change) => UPSERTS.of(change).1,
+        Write::Apply(change, _) => UPSERTS.of(*change).1,
         Write::Create => Step::FIRST,
     }
 }

@@ -14,11 +14,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::migrate::MigrateError;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::{ConnectOptions, Connection};
 
 use super::groups::{self, Queues, ReadQueue, Write, WriteQueue, gather};
-use super::{ConnectError, DbError, Result, Upserts};
+use super::{ConnectError, DbError, FlowStore, Result, Upserts};
 use crate::domain::{OnboardingState, Step, UserId};
 
 /// How long SQLite waits for another process's writer before giving up.
@@ -40,6 +42,33 @@ macro_rules! in_savepoint {
 }
 const UNDO_WRITE: &str = "rollback to write; release write";
 
+/// An original-API write and its event, in one savepoint: `$4` is the actor,
+/// `$5` the request id.
+macro_rules! logged {
+    ($upsert:expr, $type:literal, $data:ident) => {
+        in_savepoint!(concat!(
+            $upsert,
+            "; ",
+            event_columns!(),
+            "select user_id, 'onboarding', version, '",
+            $type,
+            "', $4, $5, updated_at, ",
+            event_data!($data),
+            " from onboarding_state where user_id = $1"
+        ))
+    };
+}
+
+/// What an original-API event carries: the step written, or nothing.
+macro_rules! event_data {
+    (step) => {
+        "json_object('step', current_step)"
+    };
+    (none) => {
+        "null"
+    };
+}
+
 /// A fresh state for `$1` at step `$2`, created at `$3`.
 const CREATE: &str = in_savepoint!(concat!(
     "insert into onboarding_state (",
@@ -50,28 +79,20 @@ const CREATE: &str = in_savepoint!(concat!(
 
 /// SQLite's text timestamps have no microsecond arithmetic: its one writer
 /// works out each write's time in Rust from the stored `updated_at`.
-const UPSERTS: Upserts = Upserts {
-    complete: in_savepoint!(upsert!(
-        "values ($1, true, $2, $3, $3, $3)",
-        "is_completed = true, current_step = excluded.current_step, \
-         completed_at = excluded.updated_at, updated_at = excluded.updated_at"
-    )),
-    set_step: in_savepoint!(upsert!(
-        "values ($1, false, $2, null, $3, $3)",
-        "current_step = excluded.current_step, updated_at = excluded.updated_at"
-    )),
-    reset: in_savepoint!(upsert!(
-        "values ($1, false, $2, null, $3, $3)",
-        "is_completed = false, current_step = excluded.current_step, \
-         completed_at = null, updated_at = excluded.updated_at"
-    )),
-};
+const UPSERTS: Upserts = upserts!(
+    logged,
+    "values ($1, true, $2, $3, $3, $3, 'COMPLETED', $3, 1)",
+    "values ($1, false, $2, null, $3, $3, 'IN_PROGRESS', $3, 1)",
+    "values ($1, false, $2, null, $3, $3, 'NOT_STARTED', null, 1)",
+    "excluded.updated_at"
+);
 
 /// The SQLite database: queues to its writer and to its readers.
 #[derive(Debug, Clone)]
 pub struct Sqlite {
     options: Arc<SqliteConnectOptions>,
     queues: Queues,
+    flows: FlowStore,
 }
 
 impl Sqlite {
@@ -106,10 +127,24 @@ impl Sqlite {
             let reader = options.connect().await.map_err(cannot_open)?;
             queues.started(tokio::spawn(read_groups(reader, read_queue.clone())));
         }
+        // Flows read and write through a pool of their own; a write takes
+        // SQLite's one write lock (`begin immediate`), waiting for the group
+        // writer's commit when it holds it.
+        let flows = SqlitePoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(super::ACQUIRE_TIMEOUT)
+            .connect_with(options.clone())
+            .await
+            .map_err(cannot_open)?;
         Ok(Self {
             options: Arc::new(options),
             queues,
+            flows: FlowStore::Sqlite(flows),
         })
+    }
+
+    pub fn flows(&self) -> &FlowStore {
+        &self.flows
     }
 
     /// Applies the migrations this database has not seen yet, on a connection
@@ -140,7 +175,7 @@ async fn write_groups(
         if !group.is_empty() {
             let writes = group
                 .iter()
-                .map(|request| (request.user.0.clone(), request.user.1, request.now))
+                .map(|request| (request.user.0.clone(), request.user.1.clone(), request.now))
                 .collect();
             match commit_group(&mut connection, writes).await {
                 Ok(results) => {
@@ -228,23 +263,26 @@ async fn write_group(
     let mut results = Vec::with_capacity(group.len());
     for (user_id, write, now) in group {
         let stored = current.get(user_id.as_str());
-        let (statement, step, at) = match (write, stored) {
+        let query = match (&write, stored) {
             (Write::Create, Some(state)) => {
                 results.push(Ok(state.clone()));
                 continue;
             }
-            (Write::Create, None) => (CREATE, Step::FIRST, now),
-            (Write::Apply(change), stored) => {
-                let (statement, step) = UPSERTS.of(change);
-                (statement, step, written_at(stored, now))
+            (Write::Create, None) => sqlx::query_as::<_, OnboardingState>(CREATE)
+                .bind(user_id.as_str())
+                .bind(Step::FIRST.get())
+                .bind(now),
+            (Write::Apply(change, provenance), stored) => {
+                let (statement, step) = UPSERTS.of(*change);
+                sqlx::query_as::<_, OnboardingState>(statement)
+                    .bind(user_id.as_str())
+                    .bind(step.get())
+                    .bind(written_at(stored, now))
+                    .bind(provenance.actor.as_str())
+                    .bind(provenance.request_id.as_deref())
             }
         };
-        let written = sqlx::query_as::<_, OnboardingState>(statement)
-            .bind(user_id.as_str())
-            .bind(step.get())
-            .bind(at)
-            .fetch_all(&mut *connection)
-            .await;
+        let written = query.fetch_all(&mut *connection).await;
         let result = match written {
             Ok(rows) => rows
                 .into_iter()

@@ -2,6 +2,18 @@
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+impl Error {
+    /// `expectedRevision` differs from the stored revision.
+    pub fn stale_revision(expected: i64, current: i64) -> Self {
+        Error::Conflict {
+            message: format!(
+                "The state is at revision {current}, not {expected}: read it again and retry."
+            ),
+            current_revision: Some(current),
+        }
+    }
+}
+
 /// Everything an onboarding operation can fail with. Only the messages of the
 /// client-facing variants reach clients; `Internal` is logged, never shown.
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +28,13 @@ pub enum Error {
     Forbidden,
     #[error("{0}")]
     BadUserInput(String),
+    /// The stored state moved on (`expectedRevision` differs), or an
+    /// idempotency key was reused for another change.
+    #[error("{message}")]
+    Conflict {
+        message: String,
+        current_revision: Option<i64>,
+    },
     #[error("The database is unavailable; retry shortly.")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("Internal server error.")]
@@ -29,6 +48,7 @@ impl Error {
             Error::Unauthenticated => "UNAUTHENTICATED",
             Error::Forbidden => "FORBIDDEN",
             Error::BadUserInput(_) => "BAD_USER_INPUT",
+            Error::Conflict { .. } => "CONFLICT",
             Error::Unavailable(_) | Error::Internal(_) => "INTERNAL_SERVER_ERROR",
         }
     }

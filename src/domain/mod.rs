@@ -1,14 +1,24 @@
-//! The domain: users, who is asking, onboarding states and the errors of
-//! their rules. It imports nothing from the layers above it (the store, the
+//! The domain: users, who is asking, onboarding states, flows and the
+//! errors of their rules. It imports nothing from the layers above it (the store, the
 //! service, GraphQL, HTTP), so each of them can depend on it.
 
 mod error;
+mod flow;
+mod flow_state;
 mod onboarding;
 mod time;
 mod user;
 mod viewer;
 
 pub use error::{Error, Result};
+pub use flow::{
+    Flow, FlowDeclaration, FlowVersion, MAX_STEPS, ONBOARDING, Reonboarding, StepDeclaration,
+    check_key, unknown_flow,
+};
+pub use flow_state::{
+    EventType, FlowChange, FlowEvent, FlowState, FlowStatus, Happened, MAX_STEP_DATA_BYTES,
+    StepRecord, StepStatus,
+};
 pub use onboarding::{Change, OnboardingState, Step};
 pub use time::now;
 pub use user::UserId;

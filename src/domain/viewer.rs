@@ -12,6 +12,14 @@ pub enum Viewer {
 }
 
 impl Viewer {
+    /// The signed-in user's id (their token's user claim).
+    pub fn id(&self) -> Option<&str> {
+        match self {
+            Viewer::User { id, .. } => Some(id.as_str()),
+            Viewer::Anonymous => None,
+        }
+    }
+
     /// Whose state the viewer acts on: its own, or anyone's for an admin.
     pub fn acting_on(&self, requested: Option<String>) -> Result<UserId> {
         let Viewer::User { id, admin } = self else {

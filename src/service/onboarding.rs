@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::db::Db;
+use crate::db::{Db, Provenance};
 use crate::domain::{Change, OnboardingState, Result, Viewer, now};
 
 /// The onboarding operations, each checked against the viewer who asks.
@@ -42,11 +42,16 @@ impl Onboarding {
         viewer: &Viewer,
         requested: Option<String>,
         change: Change,
+        request_id: Option<String>,
     ) -> Result<OnboardingState> {
         let user_id = viewer.acting_on(requested)?;
         tracing::Span::current().record("user_id", user_id.as_str());
         let now = now();
-        let state = self.db.apply(&user_id, change, now).await?;
+        let provenance = Provenance {
+            actor: viewer.id().unwrap_or_default().to_owned(),
+            request_id,
+        };
+        let state = self.db.apply(&user_id, change, provenance, now).await?;
         log_creation(&state, now);
         if let Change::Complete(step) = change {
             tracing::info!(user_id = %state.user_id, step = step.get(), "onboarding completed");

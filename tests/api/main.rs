@@ -8,6 +8,7 @@ mod auth;
 mod cli;
 mod concurrency;
 mod cors;
+mod flows;
 mod graphiql;
 mod graphql_http;
 mod jwks;

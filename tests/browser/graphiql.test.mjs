@@ -2,15 +2,17 @@
 // with every host but this machine unreachable. Run: npm ci && node --test
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { homedir, tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { chromium } from 'playwright-core';
 
+const run = promisify(execFile);
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const TOKEN_LINE = /Bearer ([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)/;
 const LOCAL_HOSTS = new Set(['127.0.0.1', 'localhost']);
@@ -158,7 +160,9 @@ test('the GraphiQL editor renders with no console error and no request to anothe
   assert.deepEqual(offHostRequests, [], 'the page tried to reach another host');
   assert.deepEqual(consoleErrors, [], 'console errors or CSP violations');
   assert.deepEqual(failedResponses, [], 'requests that failed');
-  assert.match(await editorText('.graphiql-query-editor'), /onboardingState\s*\{/);
+  const query = await editorText('.graphiql-query-editor');
+  assert.match(query, /onboardingState\s*\{/);
+  assert.match(query, /flowStates\s*\{/);
 });
 
 test('the headers editor is open and holds the demo bearer token', async () => {
@@ -170,7 +174,7 @@ test('the headers editor is open and holds the demo bearer token', async () => {
   assert.match(await tool.innerText(), /"Authorization":\s*"Bearer ey/);
 });
 
-test('running the demo query shows the demo user\'s onboarding state', async () => {
+test('running the demo query shows the demo user\'s onboarding state, and no flow on a fresh database', async () => {
   await page.locator('.graphiql-execute-button').click();
   await page.waitForFunction(
     () => document.querySelector('.result-window .CodeMirror')?.CodeMirror.getValue().includes('"onboardingState"'),
@@ -181,8 +185,48 @@ test('running the demo query shows the demo user\'s onboarding state', async () 
   assert.equal(errors, undefined);
   assert.equal(data.onboardingState.userId, server.userId);
   assert.equal(data.onboardingState.isCompleted, false);
+  // No flow is published yet: at most the built-in `onboarding`, which declares no steps.
+  const published = data.flowStates.filter((state) => state.flow !== 'onboarding');
+  assert.deepEqual(published, [], 'no flow but the built-in one on a fresh database');
   const shown = await page.locator('.result-window').innerText();
   assert.ok(shown.includes(`"userId": "${server.userId}"`), shown);
+});
+
+test('once a flow is published as the demo query\'s comment says, running it again shows the flow', async () => {
+  // The admin token the comment names: `onboarding token --dev --sub me --role admin`.
+  const comment = (await editorText('.graphiql-query-editor')).match(/onboarding token --dev[^\n]*/)?.[0];
+  assert.ok(comment, 'the demo query says how to get an admin token');
+  const args = comment.split(/\s+/).slice(1);
+  const env = { ...process.env };
+  for (const name of Object.keys(env)) if (name.startsWith('JWT_')) delete env[name];
+  const { stdout } = await run(serverBinary(), args, { env });
+  const response = await fetch(`${server.baseUrl}/graphql`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${stdout.trim()}` },
+    body: JSON.stringify({
+      query: 'mutation ($input: PublishFlowInput!) { publishFlow(input: $input) { key version } }',
+      variables: {
+        input: {
+          key: 'welcome-tour',
+          title: 'Welcome tour',
+          steps: [{ key: 'hello', title: 'Say hello' }, { key: 'profile', title: 'Fill in your profile' }],
+        },
+      },
+    }),
+  });
+  const published = await response.json();
+  assert.deepEqual(published, { data: { publishFlow: { key: 'welcome-tour', version: 1 } } });
+
+  await page.locator('.graphiql-execute-button').click();
+  await page.waitForFunction(
+    () => document.querySelector('.result-window .CodeMirror')?.CodeMirror.getValue().includes('"welcome-tour"'),
+  );
+  const { data, errors } = JSON.parse(await editorText('.result-window'));
+  assert.equal(errors, undefined);
+  assert.deepEqual(data.flowStates.find((state) => state.flow === 'welcome-tour'), {
+    flow: 'welcome-tour', status: 'NOT_STARTED', currentStep: 'hello', doneSteps: 0, totalSteps: 2,
+  });
+  assert.deepEqual(consoleErrors, [], 'console errors or CSP violations');
 });
 
 test('the docs explorer shows the Query type and its onboardingState field', async () => {

@@ -2,7 +2,7 @@
 // schema.graphql, as graphql-js documents, for the tests.
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { Kind, parse } from 'graphql';
+import { Kind, parse, visit } from 'graphql';
 import { REPO_ROOT } from './server.mjs';
 
 export const SCHEMA_PATH = path.join(REPO_ROOT, 'schema.graphql');
@@ -11,15 +11,38 @@ export const OPERATIONS_PATH = path.join(REPO_ROOT, 'examples', 'operations.grap
 export const schemaSource = () => readFileSync(SCHEMA_PATH, 'utf8');
 export const operationsSource = () => readFileSync(OPERATIONS_PATH, 'utf8');
 
-/** Every operation of examples/operations.graphql as a document of its own, by name. */
+/** The names of the fragments `node` spreads, directly or through other fragments. */
+function usedFragments(node, fragments, used = new Set()) {
+  visit(node, {
+    FragmentSpread(spread) {
+      const name = spread.name.value;
+      if (used.has(name)) return;
+      used.add(name);
+      const fragment = fragments.get(name);
+      if (!fragment) throw new Error(`${OPERATIONS_PATH}: no fragment named ${name}`);
+      usedFragments(fragment, fragments, used);
+    },
+  });
+  return used;
+}
+
+/**
+ * Every operation of examples/operations.graphql as a document of its own, by
+ * name, with the fragments it uses and no others (a server refuses a document
+ * with an unused fragment).
+ */
 export function exampleOperations() {
   const document = parse(operationsSource());
-  const fragments = document.definitions.filter((d) => d.kind === Kind.FRAGMENT_DEFINITION);
+  const fragments = new Map(
+    document.definitions.filter((d) => d.kind === Kind.FRAGMENT_DEFINITION).map((d) => [d.name.value, d]),
+  );
   const operations = {};
   for (const definition of document.definitions) {
     if (definition.kind !== Kind.OPERATION_DEFINITION) continue;
     if (!definition.name) throw new Error(`${OPERATIONS_PATH}: every operation needs a name`);
-    operations[definition.name.value] = { kind: Kind.DOCUMENT, definitions: [definition, ...fragments] };
+    const used = usedFragments(definition, fragments);
+    const own = [...fragments.values()].filter((fragment) => used.has(fragment.name.value));
+    operations[definition.name.value] = { kind: Kind.DOCUMENT, definitions: [definition, ...own] };
   }
   return operations;
 }

@@ -21,7 +21,7 @@ test('every example operation is named, once', () => {
   assert.equal(new Set(names).size, names.length, `operation names repeat: ${names}`);
 });
 
-test('the example operations use the query and every mutation of the schema', () => {
+test('the example operations use every query and every mutation of the schema', () => {
   const schema = buildSchema(schemaSource());
   const used = { query: new Set(), mutation: new Set() };
   for (const definition of parse(operationsSource()).definitions) {

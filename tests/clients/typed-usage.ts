@@ -6,12 +6,19 @@
 import { ApolloClient, HttpLink, InMemoryCache } from '@apollo/client';
 import {
   CompleteOnboardingDocument,
+  CompleteStepDocument,
+  FlowStateDocument,
   OnboardingStateDocument,
   ResetOnboardingDocument,
   SetOnboardingStepDocument,
   type CompleteOnboardingMutationVariables,
+  type CompleteStepMutationVariables,
+  type FlowStateFieldsFragment,
+  type FlowStateQueryVariables,
+  type FlowStatus,
   type OnboardingStateQuery,
   type SetOnboardingStepMutationVariables,
+  type StepStatus,
 } from './generated/graphql';
 
 type State = OnboardingStateQuery['onboardingState'];
@@ -60,6 +67,58 @@ export async function startOver(client: ApolloClient): Promise<string | null | u
   return data?.resetOnboarding.completedAt;
 }
 
+// Flows: a checklist widget that reads the user's state in one flow and ticks a step off.
+type Flow = FlowStateFieldsFragment;
+
+/** What a checklist widget shows: "2 of 3 done", the current step, each step's tick. */
+export function describeFlow(state: Flow): string {
+  const id: string = state.id; // `<userId>/<flow>`, what the cache keys it by
+  const status: FlowStatus = state.status;
+  const current: string | null = state.currentStep;
+  const index: number = state.currentStepIndex;
+  const ticks = state.steps.map((step) => {
+    const done: StepStatus = step.status;
+    const at: string | null = step.completedAt ?? step.skippedAt;
+    const role = step.data?.['role'];
+    return `${done === 'COMPLETED' ? '✓' : done === 'SKIPPED' ? '–' : '·'} ${step.key}${at ? ` (${at})` : ''}${typeof role === 'string' ? ` as ${role}` : ''}`;
+  });
+  const snoozed = state.snoozedUntil === null ? '' : `, snoozed until ${new Date(state.snoozedUntil).toISOString()}`;
+  const progress = `${state.doneSteps} of ${state.totalSteps} done`;
+  const where = current === null ? 'no step left' : `on ${current} (#${index + 1})`;
+  return `${id} ${state.flow} v${state.version}: ${status}, ${progress}, ${where}${snoozed}, revision ${state.revision}\n${ticks.join('\n')}`;
+}
+
+export async function flowState(client: ApolloClient, flow: string, userId?: string): Promise<Flow> {
+  const variables: FlowStateQueryVariables = { flow, userId };
+  const { data } = await client.query({ query: FlowStateDocument, variables });
+  if (!data) throw new Error('no data');
+  return data.flowState;
+}
+
+/**
+ * Completes `step` with the answers given there, based on the revision the
+ * widget showed (a CONFLICT error if the state moved on meanwhile), retry-safe
+ * under `idempotencyKey`.
+ */
+export async function completeStep(
+  client: ApolloClient,
+  shown: Flow,
+  step: string,
+  answers: { [key: string]: unknown },
+  idempotencyKey: string,
+): Promise<Flow> {
+  const variables: CompleteStepMutationVariables = {
+    flow: shown.flow,
+    step,
+    data: answers,
+    expectedRevision: shown.revision,
+    idempotencyKey,
+  };
+  const { data } = await client.mutate({ mutation: CompleteStepDocument, variables });
+  if (!data) throw new Error('no data');
+  return data.completeStep;
+}
+
 // The generated types are strict, not `any`: each line below must be an error.
 // @ts-expect-error `step` is an Int, not a string
 export const wrongStep: CompleteOnboardingMutationVariables = { step: 'three' };
@@ -69,3 +128,11 @@ export const missingStep: SetOnboardingStepMutationVariables = {};
 export const unknownField = (state: State) => state.finishedAt;
 // @ts-expect-error completedAt may be null
 export const notNull = (state: State): string => state.completedAt;
+// @ts-expect-error completeStep needs the step's key
+export const noStepKey: CompleteStepMutationVariables = { flow: 'welcome-tour' };
+// @ts-expect-error a flow status is one of the enum's values
+export const badStatus: FlowStatus = 'FINISHED';
+// @ts-expect-error currentStep is null once every step is done
+export const currentStepAlways = (state: Flow): string => state.currentStep;
+// @ts-expect-error expectedRevision is an Int
+export const revisionText: CompleteStepMutationVariables = { flow: 'tour', step: 'a', expectedRevision: '3' };

@@ -1,15 +1,18 @@
 //! The GraphQL schema: thin resolvers that hand each field to the domain.
 //! Descriptions here are what client developers read in GraphiQL and codegen.
 
+mod flows;
+mod scalars;
+
 use async_graphql::{
-    Context, EmptySubscription, ErrorExtensions, ID, InputValueError, InputValueResult, Object,
-    SDLExportOptions, Scalar, ScalarType, Schema, Value,
+    Context, EmptySubscription, ErrorExtensions, ID, MergedObject, Object, SDLExportOptions, Schema,
 };
-use chrono::{SecondsFormat, Utc};
 
 use crate::document;
 use crate::domain::{Change, Error, OnboardingState, Step, Viewer};
-use crate::service::Onboarding;
+use crate::service::{Flows, Onboarding};
+use flows::{FlowMutation, FlowQuery};
+pub use scalars::DateTime;
 
 pub type OnboardingSchema = Schema<Query, Mutation, EmptySubscription>;
 
@@ -23,15 +26,25 @@ const MAX_COMPLEXITY: usize = 1000;
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
-/// The schema, with the onboarding operations it resolves against.
-pub fn schema(onboarding: Option<Onboarding>) -> OnboardingSchema {
-    let builder = Schema::build(Query, Mutation, EmptySubscription)
+/// The operations the schema resolves against.
+#[derive(Debug, Clone)]
+pub struct Operations {
+    pub onboarding: Onboarding,
+    pub flows: Flows,
+}
+
+/// The schema, with the operations it resolves against.
+pub fn schema(operations: Option<Operations>) -> OnboardingSchema {
+    let builder = Schema::build(Query::default(), Mutation::default(), EmptySubscription)
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY)
         .limit_recursive_depth(document::MAX_DEPTH)
         .limit_directives(document::MAX_DIRECTIVES);
-    match onboarding {
-        Some(onboarding) => builder.data(onboarding).finish(),
+    match operations {
+        Some(operations) => builder
+            .data(operations.onboarding)
+            .data(operations.flows)
+            .finish(),
         None => builder.finish(),
     }
 }
@@ -43,27 +56,6 @@ pub fn sdl() -> String {
         .use_space_ident()
         .indent_width(2);
     schema(None).sdl_with_options(options)
-}
-
-/// A point in time, always written with microseconds in UTC.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DateTime(chrono::DateTime<Utc>);
-
-/// An RFC 3339 date-time in UTC, e.g. 2025-01-01T10:00:00.000000Z
-#[Scalar(name = "DateTime")]
-impl ScalarType for DateTime {
-    fn parse(value: Value) -> InputValueResult<Self> {
-        let Value::String(text) = &value else {
-            return Err(InputValueError::expected_type(value));
-        };
-        chrono::DateTime::parse_from_rfc3339(text)
-            .map(|parsed| Self(parsed.with_timezone(&Utc)))
-            .map_err(|_| InputValueError::custom("expected an RFC 3339 date-time"))
-    }
-
-    fn to_value(&self) -> Value {
-        Value::String(self.0.to_rfc3339_opts(SecondsFormat::Micros, true))
-    }
 }
 
 /// Onboarding progress of one user.
@@ -105,10 +97,21 @@ impl OnboardingState {
     }
 }
 
-pub struct Query;
+/// Every query: the original onboarding state's and the flows'.
+#[derive(MergedObject, Default)]
+#[graphql(name = "Query")]
+pub struct Query(OnboardingQuery, FlowQuery);
+
+/// Every mutation: the original onboarding state's and the flows'.
+#[derive(MergedObject, Default)]
+#[graphql(name = "Mutation")]
+pub struct Mutation(OnboardingMutation, FlowMutation);
+
+#[derive(Default)]
+pub struct OnboardingQuery;
 
 #[Object]
-impl Query {
+impl OnboardingQuery {
     /// The signed-in user's state, or `userId`'s for an admin. Created on first access.
     async fn onboarding_state(
         &self,
@@ -124,10 +127,11 @@ impl Query {
     }
 }
 
-pub struct Mutation;
+#[derive(Default)]
+pub struct OnboardingMutation;
 
 #[Object]
-impl Mutation {
+impl OnboardingMutation {
     /// isCompleted = true, currentStep = step, completedAt = now (as the Django original).
     async fn complete_onboarding(
         &self,
@@ -172,7 +176,11 @@ async fn change(
     let result = match (viewer, change) {
         (Viewer::Anonymous, _) => Err(Error::Unauthenticated),
         (_, Err(error)) => Err(error),
-        (viewer, Ok(change)) => onboarding.apply(viewer, user_id, change).await,
+        (viewer, Ok(change)) => {
+            onboarding
+                .apply(viewer, user_id, change, request_id(ctx))
+                .await
+        }
     };
     result.map_err(|error| client_error(ctx, error))
 }
@@ -189,6 +197,11 @@ fn operations<'a>(ctx: &Context<'a>) -> async_graphql::Result<(&'a Onboarding, &
     ))
 }
 
+/// The request's id, for events and error reports.
+fn request_id(ctx: &Context<'_>) -> Option<String> {
+    ctx.data_opt::<RequestId>().map(|id| id.0.clone())
+}
+
 fn client_error(ctx: &Context<'_>, error: Error) -> async_graphql::Error {
     let request_id = ctx.data_opt::<RequestId>().map(|id| id.0.as_str());
     into_graphql(error, request_id)
@@ -199,12 +212,21 @@ fn client_error(ctx: &Context<'_>, error: Error) -> async_graphql::Error {
 fn into_graphql(error: Error, request_id: Option<&str>) -> async_graphql::Error {
     let code = error.code();
     let server_side = error.is_server_side();
+    let current_revision = match &error {
+        Error::Conflict {
+            current_revision, ..
+        } => *current_revision,
+        _ => None,
+    };
     if server_side {
         let detail = std::error::Error::source(&error).map(ToString::to_string);
         tracing::error!(request_id, error = detail, "request failed: {error}");
     }
     async_graphql::Error::new(error.to_string()).extend_with(|_, extensions| {
         extensions.set("code", code);
+        if let Some(revision) = current_revision {
+            extensions.set("currentRevision", revision);
+        }
         if let (true, Some(id)) = (server_side, request_id) {
             extensions.set("requestId", id);
         }

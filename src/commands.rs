@@ -1,0 +1,144 @@
+//! The operator's commands on flows and users' data: what `onboarding flows`
+//! and `onboarding users` do, over the same service (and, for users' data,
+//! the same GraphQL operations) as the API.
+
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+use crate::config::DatabaseArgs;
+use crate::db::Db;
+use crate::domain::{FlowDeclaration, UserId, Viewer};
+use crate::graphql::{self, Operations};
+use crate::service::{Flows, Onboarding};
+
+type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// The viewer the command line acts as: an admin, named in logs and events.
+const OPERATOR: &str = "command-line";
+
+/// `onboarding flows publish FILE`.
+pub async fn publish_flows(file: &Path, database: &DatabaseArgs) -> Result {
+    let declarations = read_declarations(file)?;
+    let flows = Flows::new(&migrated(database).await?);
+    for (version, created) in flows.publish_all(declarations).await? {
+        let what = if created { "published" } else { "unchanged" };
+        println!("{}: version {} {what}", version.flow, version.version);
+    }
+    Ok(())
+}
+
+/// `onboarding flows list`.
+pub async fn list_flows(database: &DatabaseArgs) -> Result {
+    let flows = Flows::new(&migrated(database).await?);
+    let published = flows.flows(&operator()?).await?;
+    if published.is_empty() {
+        eprintln!("No flow is published yet: `onboarding flows publish FILE` publishes some.");
+    }
+    for flow in published {
+        let latest = flow.latest();
+        println!(
+            "{}\tversion {}\t{} steps\t{}",
+            latest.flow,
+            latest.version,
+            latest.steps.len(),
+            latest.title
+        );
+    }
+    Ok(())
+}
+
+/// `onboarding users export USER`: the API's `exportUserData`, as JSON.
+pub async fn export_user(user: &str, database: &DatabaseArgs) -> Result {
+    const EXPORT: &str = "query Export($userId: String) { exportUserData(userId: $userId) { \
+        userId \
+        flowStates { id userId flow version status currentStepIndex currentStep \
+          steps { key status completedAt skippedAt data } doneSteps totalSteps \
+          startedAt completedAt dismissedAt snoozedUntil revision createdAt updatedAt } \
+        events { id userId flow version type step actor requestId at data } } }";
+    let data = execute(database, EXPORT, user).await?;
+    println!("{}", serde_json::to_string_pretty(&data["exportUserData"])?);
+    Ok(())
+}
+
+/// `onboarding users delete USER`: the API's `deleteUserData`.
+pub async fn delete_user(user: &str, database: &DatabaseArgs) -> Result {
+    const DELETE: &str = "mutation Delete($userId: String!) { deleteUserData(userId: $userId) { \
+        userId flowStates events idempotencyKeys } }";
+    let data = execute(database, DELETE, user).await?;
+    let deleted = &data["deleteUserData"];
+    println!(
+        "Erased user {}: {} flow states, {} events, {} idempotency keys.",
+        deleted["userId"].as_str().unwrap_or(user),
+        deleted["flowStates"],
+        deleted["events"],
+        deleted["idempotencyKeys"]
+    );
+    Ok(())
+}
+
+/// Declarations from a JSON file: one object, or an array of them.
+fn read_declarations(file: &Path) -> Result<Vec<FlowDeclaration>> {
+    let shown = file.display();
+    let text =
+        std::fs::read_to_string(file).map_err(|error| format!("cannot read {shown}: {error}"))?;
+    let value: Value =
+        serde_json::from_str(&text).map_err(|error| format!("{shown} is not JSON: {error}"))?;
+    let declarations = match value {
+        Value::Array(items) => items,
+        object @ Value::Object(_) => vec![object],
+        _ => {
+            return Err(
+                format!("{shown} must hold a declaration object or an array of them").into(),
+            );
+        }
+    };
+    declarations
+        .into_iter()
+        .enumerate()
+        .map(|(index, declaration)| {
+            serde_json::from_value(declaration).map_err(|error| {
+                format!(
+                    "declaration {} of {shown}: {error}; a declaration is {{\"key\": ..., \
+                     \"title\": ..., \"steps\": [{{\"key\": ..., \"title\": ..., \"optional\": \
+                     false}}], \"reonboarding\": \"KEEP\"}}",
+                    index + 1
+                )
+                .into()
+            })
+        })
+        .collect()
+}
+
+/// Runs one operation for `user` as the operator, returning its `data`.
+async fn execute(database: &DatabaseArgs, document: &str, user: &str) -> Result<Value> {
+    let db = migrated(database).await?;
+    let schema = graphql::schema(Some(Operations {
+        onboarding: Onboarding::new(db.clone()),
+        flows: Flows::new(&db),
+    }));
+    let request = async_graphql::Request::new(document)
+        .variables(async_graphql::Variables::from_json(
+            json!({ "userId": user }),
+        ))
+        .data(operator()?);
+    let response = schema.execute(request).await;
+    db.close().await;
+    if let Some(error) = response.errors.first() {
+        return Err(error.message.clone().into());
+    }
+    Ok(response.data.into_json()?)
+}
+
+async fn migrated(database: &DatabaseArgs) -> Result<Db> {
+    let db = Db::connect(database).await?;
+    db.migrate().await?;
+    Ok(db)
+}
+
+fn operator() -> Result<Viewer> {
+    Ok(Viewer::User {
+        id: UserId::parse(OPERATOR.to_owned())?,
+        admin: true,
+    })
+}

@@ -1,0 +1,573 @@
+//! The SQL of flows: published versions, each user's state per flow, the
+//! events, and the answers kept for idempotent retries. Both backends run
+//! the same statements (`$N` parameters, `on conflict`, standard casts); a
+//! write is one transaction that locks the user's state (SQLite: `begin
+//! immediate`; Postgres: `for update`), so concurrent writes apply one after
+//! the other and each sees the last.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use sqlx::Row;
+use sqlx::postgres::PgPool;
+use sqlx::sqlite::SqlitePool;
+
+use super::DbError;
+use crate::domain::{
+    Error, EventType, FlowDeclaration, FlowEvent, FlowState, FlowStatus, FlowVersion, Happened,
+    ONBOARDING, Reonboarding, StepDeclaration, StepRecord,
+};
+
+/// The columns of a flow state, in the order `read_state` reads them.
+macro_rules! state_columns {
+    () => {
+        "user_id, flow, version, status, current_step, steps, started_at, completed_at, \
+         dismissed_at, snoozed_until, revision, created_at, updated_at"
+    };
+}
+
+const SELECT_VERSIONS: &str = "select flow, version, title, steps, reonboarding, published_at \
+     from flow_version order by flow, version";
+const SELECT_LATEST: &str = "select flow, version, title, steps, reonboarding, published_at \
+     from flow_version where flow = $1 order by version desc limit 1";
+const INSERT_VERSION: &str = "insert into flow_version \
+     (flow, version, title, steps, reonboarding, published_at) values ($1, $2, $3, $4, $5, $6)";
+const SELECT_STATE: &str = concat!(
+    "select ",
+    state_columns!(),
+    " from flow_state where user_id = $1 and flow = $2"
+);
+const SELECT_STATES: &str = concat!(
+    "select ",
+    state_columns!(),
+    " from flow_state where user_id = $1 order by flow"
+);
+const INSERT_STATE: &str = concat!(
+    "insert into flow_state (",
+    state_columns!(),
+    ") values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+     on conflict (user_id, flow) do nothing"
+);
+const UPDATE_STATE: &str = "update flow_state set version = $3, status = $4, current_step = $5, \
+     steps = $6, started_at = $7, completed_at = $8, dismissed_at = $9, snoozed_until = $10, \
+     revision = $11, updated_at = $13 where user_id = $1 and flow = $2";
+/// The built-in flow `onboarding` keeps its state in `onboarding_state`:
+/// the same columns, no `flow` column, and `is_completed` kept to match.
+const SELECT_ONBOARDING: &str = "select user_id, 'onboarding' as flow, version, status, \
+     current_step, steps, started_at, completed_at, dismissed_at, snoozed_until, revision, \
+     created_at, updated_at from onboarding_state where user_id = $1 \
+     and cast($2 as text) = 'onboarding'";
+const INSERT_ONBOARDING: &str = "insert into onboarding_state (user_id, is_completed, version, \
+     status, current_step, steps, started_at, completed_at, dismissed_at, snoozed_until, revision, \
+     created_at, updated_at) select $1, cast($4 as text) = 'COMPLETED', $3, $4, $5, $6, $7, $8, \
+     $9, $10, $11, $12, $13 where cast($2 as text) = 'onboarding' on conflict (user_id) do nothing";
+const UPDATE_ONBOARDING: &str = "update onboarding_state set \
+     is_completed = (cast($4 as text) = 'COMPLETED'), version = $3, status = $4, \
+     current_step = $5, steps = $6, started_at = $7, completed_at = $8, dismissed_at = $9, \
+     snoozed_until = $10, revision = $11, updated_at = $13 \
+     where user_id = $1 and cast($2 as text) = 'onboarding'";
+
+/// The statements that read, create and update a state of `flow`.
+fn statements(flow: &str) -> (&'static str, &'static str, &'static str) {
+    if flow == ONBOARDING {
+        (SELECT_ONBOARDING, INSERT_ONBOARDING, UPDATE_ONBOARDING)
+    } else {
+        (SELECT_STATE, INSERT_STATE, UPDATE_STATE)
+    }
+}
+
+const INSERT_EVENT: &str = "insert into flow_event \
+     (user_id, flow, version, type, step, actor, request_id, at, data) \
+     values ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+const SELECT_EVENTS: &str = "select id, user_id, flow, version, type, step, actor, request_id, \
+     at, data from flow_event where user_id = $1 \
+     and (cast($2 as text) is null or flow = $2) \
+     and (cast($3 as bigint) is null or id < $3) \
+     order by id desc limit $4";
+const SELECT_KEY: &str =
+    "select request, response from idempotency_key where user_id = $1 and key = $2";
+const INSERT_KEY: &str = "insert into idempotency_key (user_id, key, request, response, created_at) \
+     values ($1, $2, $3, $4, $5)";
+
+/// Who made a change, for its event.
+#[derive(Debug, Clone)]
+pub struct Provenance {
+    pub actor: String,
+    pub request_id: Option<String>,
+}
+
+/// An idempotency key and the fingerprint of the change it was sent with.
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    pub key: String,
+    pub fingerprint: String,
+}
+
+/// How many rows erasing a user removed, per kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Erased {
+    pub flow_states: u64,
+    pub events: u64,
+    pub idempotency_keys: u64,
+}
+
+/// The connections flows use.
+#[derive(Debug, Clone)]
+pub enum FlowStore {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// What a write decides, given the state it locked: the next state and its
+/// event, or `None` to leave it as it is.
+pub type Decide<'a> =
+    Box<dyn FnOnce(&FlowState) -> crate::domain::Result<Option<(FlowState, Happened)>> + Send + 'a>;
+
+/// The statements of one backend, as functions over its pool: the same code
+/// for both, each compiled against its own driver. `$begin` opens a write
+/// transaction that serializes writers; `$row_lock` locks the state read in
+/// it; `$flow_lock` serializes publishers of one flow.
+macro_rules! backend {
+    ($module:ident, $db:ty, $begin:literal, $row_lock:literal, $flow_lock:expr) => {
+        mod $module {
+            use super::*;
+
+            type Pool = sqlx::Pool<$db>;
+            type Tx = sqlx::Transaction<'static, $db>;
+            type DbRow = <$db as sqlx::Database>::Row;
+
+            async fn begin(pool: &Pool) -> Result<Tx, DbError> {
+                Ok(pool.begin_with($begin).await?)
+            }
+
+            pub async fn versions(pool: &Pool) -> Result<Vec<FlowVersion>, DbError> {
+                let rows = sqlx::query(SELECT_VERSIONS).fetch_all(pool).await?;
+                rows.iter().map(read_version).collect()
+            }
+
+            pub async fn publish(
+                pool: &Pool,
+                declarations: &[FlowDeclaration],
+                now: DateTime<Utc>,
+            ) -> Result<Vec<(FlowVersion, bool)>, Error> {
+                let mut tx = begin(pool).await?;
+                let mut published = Vec::with_capacity(declarations.len());
+                for declaration in declarations {
+                    let flow_lock: Option<&str> = $flow_lock;
+                    if let Some(statement) = flow_lock {
+                        sqlx::query(statement)
+                            .bind(&declaration.key)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(DbError::from)?;
+                    }
+                    let latest = sqlx::query(SELECT_LATEST)
+                        .bind(&declaration.key)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(DbError::from)?;
+                    let latest = latest.as_ref().map(read_version).transpose()?;
+                    if let Some(latest) = &latest
+                        && latest.declares_the_same(declaration)
+                    {
+                        published.push((latest.clone(), false));
+                        continue;
+                    }
+                    let version = FlowVersion {
+                        flow: declaration.key.clone(),
+                        version: latest.map_or(1, |latest| latest.version + 1),
+                        title: declaration.title.clone(),
+                        steps: declaration.steps.clone(),
+                        reonboarding: declaration.reonboarding,
+                        published_at: now,
+                    };
+                    sqlx::query(INSERT_VERSION)
+                        .bind(&version.flow)
+                        .bind(version.version)
+                        .bind(&version.title)
+                        .bind(steps_json(&version.steps))
+                        .bind(version.reonboarding.as_str())
+                        .bind(version.published_at)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(DbError::from)?;
+                    published.push((version, true));
+                }
+                tx.commit().await.map_err(DbError::from)?;
+                Ok(published)
+            }
+
+            pub async fn state(
+                pool: &Pool,
+                user_id: &str,
+                flow: &str,
+            ) -> Result<Option<FlowState>, DbError> {
+                let (select, _, _) = statements(flow);
+                let row = sqlx::query(select)
+                    .bind(user_id)
+                    .bind(flow)
+                    .fetch_optional(pool)
+                    .await?;
+                row.as_ref().map(read_state).transpose()
+            }
+
+            pub async fn states(pool: &Pool, user_id: &str) -> Result<Vec<FlowState>, DbError> {
+                let onboarding = sqlx::query(SELECT_ONBOARDING)
+                    .bind(user_id)
+                    .bind(ONBOARDING)
+                    .fetch_optional(pool)
+                    .await?;
+                let rows = sqlx::query(SELECT_STATES)
+                    .bind(user_id)
+                    .fetch_all(pool)
+                    .await?;
+                onboarding.iter().chain(&rows).map(read_state).collect()
+            }
+
+            pub async fn create(pool: &Pool, fresh: &FlowState) -> Result<FlowState, DbError> {
+                let (select, insert, _) = statements(&fresh.flow);
+                bind_state(sqlx::query(insert), fresh).execute(pool).await?;
+                let row = sqlx::query(select)
+                    .bind(&fresh.user_id)
+                    .bind(&fresh.flow)
+                    .fetch_one(pool)
+                    .await?;
+                read_state(&row)
+            }
+
+            pub async fn write(
+                pool: &Pool,
+                fresh: &FlowState,
+                provenance: &Provenance,
+                idempotency: Option<&Idempotency>,
+                now: DateTime<Utc>,
+                decide: Decide<'_>,
+            ) -> Result<FlowState, Error> {
+                let mut tx = begin(pool).await?;
+                if let Some(idempotency) = idempotency {
+                    let kept = sqlx::query(SELECT_KEY)
+                        .bind(&fresh.user_id)
+                        .bind(&idempotency.key)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(DbError::from)?;
+                    if let Some(kept) = kept {
+                        return replay(&kept, idempotency);
+                    }
+                }
+                let (select, insert, update) = statements(&fresh.flow);
+                bind_state(sqlx::query(insert), fresh)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(DbError::from)?;
+                let statement = format!("{select}{}", $row_lock);
+                let row = sqlx::query(&statement)
+                    .bind(&fresh.user_id)
+                    .bind(&fresh.flow)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(DbError::from)?;
+                let stored = read_state(&row)?;
+                let Some((mut next, happened)) = decide(&stored)? else {
+                    return Ok(stored);
+                };
+                next.revision = stored.revision + 1;
+                next.updated_at = now.max(stored.updated_at + TimeDelta::microseconds(1));
+                bind_state(sqlx::query(update), &next)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(DbError::from)?;
+                sqlx::query(INSERT_EVENT)
+                    .bind(&next.user_id)
+                    .bind(&next.flow)
+                    .bind(next.version)
+                    .bind(happened.kind.as_str())
+                    .bind(happened.step.as_deref())
+                    .bind(&provenance.actor)
+                    .bind(provenance.request_id.as_deref())
+                    .bind(next.updated_at)
+                    .bind(happened.data.as_ref().map(ToString::to_string))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(DbError::from)?;
+                if let Some(idempotency) = idempotency {
+                    sqlx::query(INSERT_KEY)
+                        .bind(&next.user_id)
+                        .bind(&idempotency.key)
+                        .bind(&idempotency.fingerprint)
+                        .bind(serde_json::to_string(&next).map_err(internal)?)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(DbError::from)?;
+                }
+                tx.commit().await.map_err(DbError::from)?;
+                Ok(next)
+            }
+
+            pub async fn events(
+                pool: &Pool,
+                user_id: &str,
+                flow: Option<&str>,
+                before: Option<i64>,
+                limit: i64,
+            ) -> Result<Vec<FlowEvent>, DbError> {
+                let rows = sqlx::query(SELECT_EVENTS)
+                    .bind(user_id)
+                    .bind(flow)
+                    .bind(before)
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await?;
+                rows.iter().map(read_event).collect()
+            }
+
+            pub async fn erase(pool: &Pool, user_id: &str) -> Result<Erased, Error> {
+                let mut tx = begin(pool).await?;
+                let mut counts = [0; 4];
+                for (statement, count) in [
+                    "delete from flow_state where user_id = $1",
+                    "delete from onboarding_state where user_id = $1",
+                    "delete from flow_event where user_id = $1",
+                    "delete from idempotency_key where user_id = $1",
+                ]
+                .into_iter()
+                .zip(&mut counts)
+                {
+                    *count = sqlx::query(statement)
+                        .bind(user_id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(DbError::from)?
+                        .rows_affected();
+                }
+                let [flow_states, onboarding_states, events, idempotency_keys] = counts;
+                let erased = Erased {
+                    flow_states: flow_states + onboarding_states,
+                    events,
+                    idempotency_keys,
+                };
+                tx.commit().await.map_err(DbError::from)?;
+                Ok(erased)
+            }
+
+            pub async fn forget_keys_before(
+                pool: &Pool,
+                before: DateTime<Utc>,
+            ) -> Result<u64, DbError> {
+                let statement = "delete from idempotency_key where created_at < $1";
+                Ok(sqlx::query(statement)
+                    .bind(before)
+                    .execute(pool)
+                    .await?
+                    .rows_affected())
+            }
+
+            fn bind_state<'q>(
+                query: sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments<'q>>,
+                state: &'q FlowState,
+            ) -> sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments<'q>> {
+                query
+                    .bind(&state.user_id)
+                    .bind(&state.flow)
+                    .bind(state.version)
+                    .bind(state.status.as_str())
+                    .bind(state.current_step)
+                    .bind(steps_record_json(&state.steps))
+                    .bind(state.started_at)
+                    .bind(state.completed_at)
+                    .bind(state.dismissed_at)
+                    .bind(state.snoozed_until)
+                    .bind(state.revision)
+                    .bind(state.created_at)
+                    .bind(state.updated_at)
+            }
+
+            fn read_state(row: &DbRow) -> Result<FlowState, DbError> {
+                let status: String = row.try_get("status")?;
+                let steps: String = row.try_get("steps")?;
+                Ok(FlowState {
+                    user_id: row.try_get("user_id")?,
+                    flow: row.try_get("flow")?,
+                    version: row.try_get("version")?,
+                    status: FlowStatus::parse(&status).ok_or_else(|| corrupt("status", &status))?,
+                    current_step: row.try_get("current_step")?,
+                    steps: serde_json::from_str(&steps).map_err(|_| corrupt("steps", &steps))?,
+                    started_at: row.try_get("started_at")?,
+                    completed_at: row.try_get("completed_at")?,
+                    dismissed_at: row.try_get("dismissed_at")?,
+                    snoozed_until: row.try_get("snoozed_until")?,
+                    revision: row.try_get("revision")?,
+                    created_at: row.try_get("created_at")?,
+                    updated_at: row.try_get("updated_at")?,
+                })
+            }
+
+            fn read_version(row: &DbRow) -> Result<FlowVersion, DbError> {
+                let steps: String = row.try_get("steps")?;
+                let policy: String = row.try_get("reonboarding")?;
+                Ok(FlowVersion {
+                    flow: row.try_get("flow")?,
+                    version: row.try_get("version")?,
+                    title: row.try_get("title")?,
+                    steps: serde_json::from_str(&steps).map_err(|_| corrupt("steps", &steps))?,
+                    reonboarding: Reonboarding::parse(&policy)
+                        .ok_or_else(|| corrupt("reonboarding", &policy))?,
+                    published_at: row.try_get("published_at")?,
+                })
+            }
+
+            fn read_event(row: &DbRow) -> Result<FlowEvent, DbError> {
+                let kind: String = row.try_get("type")?;
+                let data: Option<String> = row.try_get("data")?;
+                Ok(FlowEvent {
+                    id: row.try_get("id")?,
+                    user_id: row.try_get("user_id")?,
+                    flow: row.try_get("flow")?,
+                    version: row.try_get("version")?,
+                    kind: EventType::parse(&kind).ok_or_else(|| corrupt("type", &kind))?,
+                    step: row.try_get("step")?,
+                    actor: row.try_get("actor")?,
+                    request_id: row.try_get("request_id")?,
+                    at: row.try_get("at")?,
+                    data: data
+                        .map(|data| serde_json::from_str(&data).map_err(|_| corrupt("data", &data)))
+                        .transpose()?,
+                })
+            }
+
+            fn replay(kept: &DbRow, idempotency: &Idempotency) -> Result<FlowState, Error> {
+                let request: String = kept.try_get("request").map_err(DbError::from)?;
+                if request != idempotency.fingerprint {
+                    return Err(Error::Conflict {
+                        message: format!(
+                            "The idempotency key `{}` was used for another change; use a new key \
+                             for each change, and the same key only to retry it.",
+                            idempotency.key
+                        ),
+                        current_revision: None,
+                    });
+                }
+                let response: String = kept.try_get("response").map_err(DbError::from)?;
+                serde_json::from_str(&response).map_err(internal)
+            }
+        }
+    };
+}
+
+backend!(on_sqlite, sqlx::Sqlite, "begin immediate", "", None);
+backend!(
+    on_postgres,
+    sqlx::Postgres,
+    "begin",
+    " for update",
+    Some("select pg_advisory_xact_lock(hashtext('flow_version:' || $1))")
+);
+
+/// Runs the same call on whichever backend the store holds.
+macro_rules! dispatch {
+    ($store:expr, $function:ident($($argument:expr),*)) => {
+        match $store {
+            FlowStore::Sqlite(pool) => on_sqlite::$function(pool, $($argument),*).await,
+            FlowStore::Postgres(pool) => on_postgres::$function(pool, $($argument),*).await,
+        }
+    };
+}
+
+impl FlowStore {
+    /// Every published version of every flow, by flow then version.
+    pub async fn versions(&self) -> Result<Vec<FlowVersion>, DbError> {
+        dispatch!(self, versions())
+    }
+
+    /// Publishes each declaration that differs from its flow's latest
+    /// version, all or none; returns each flow's latest version and whether
+    /// this call created it.
+    pub async fn publish(
+        &self,
+        declarations: &[FlowDeclaration],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(FlowVersion, bool)>, Error> {
+        dispatch!(self, publish(declarations, now))
+    }
+
+    /// The user's stored state in `flow`, if any.
+    pub async fn state(&self, user_id: &str, flow: &str) -> Result<Option<FlowState>, DbError> {
+        dispatch!(self, state(user_id, flow))
+    }
+
+    /// Every stored state of the user (flows other than `onboarding`).
+    pub async fn states(&self, user_id: &str) -> Result<Vec<FlowState>, DbError> {
+        dispatch!(self, states(user_id))
+    }
+
+    /// Stores `fresh` unless the user already has a state in its flow, and
+    /// returns the one stored: concurrent first accesses all get the same.
+    pub async fn create(&self, fresh: &FlowState) -> Result<FlowState, DbError> {
+        dispatch!(self, create(fresh))
+    }
+
+    /// One write, in one transaction: replays an idempotent retry; or locks
+    /// the user's state (stored from `fresh` if missing), lets `decide` work
+    /// out the next state and its event, and stores both, the revision one
+    /// up and `updated_at` past the stored one.
+    pub async fn write(
+        &self,
+        fresh: &FlowState,
+        provenance: &Provenance,
+        idempotency: Option<&Idempotency>,
+        now: DateTime<Utc>,
+        decide: Decide<'_>,
+    ) -> Result<FlowState, Error> {
+        dispatch!(self, write(fresh, provenance, idempotency, now, decide))
+    }
+
+    /// The user's events, newest first: of one flow or all, older than the
+    /// event `before` when given, at most `limit`.
+    pub async fn events(
+        &self,
+        user_id: &str,
+        flow: Option<&str>,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<FlowEvent>, DbError> {
+        dispatch!(self, events(user_id, flow, before, limit))
+    }
+
+    /// Every row of the user in every table that holds users' data, in one
+    /// transaction.
+    pub async fn erase(&self, user_id: &str) -> Result<Erased, Error> {
+        dispatch!(self, erase(user_id))
+    }
+
+    /// Closes the store's connections (Postgres's pool is the server's own,
+    /// closed with it).
+    pub async fn close(&self) {
+        if let FlowStore::Sqlite(pool) = self {
+            pool.close().await;
+        }
+    }
+
+    /// Forgets idempotency keys stored before `before`.
+    pub async fn forget_keys_before(&self, before: DateTime<Utc>) -> Result<u64, DbError> {
+        dispatch!(self, forget_keys_before(before))
+    }
+}
+
+fn steps_json(steps: &[StepDeclaration]) -> String {
+    serde_json::to_string(steps).unwrap_or_else(|_| "[]".to_owned())
+}
+
+fn steps_record_json(steps: &BTreeMap<String, StepRecord>) -> String {
+    serde_json::to_string(steps).unwrap_or_else(|_| "{}".to_owned())
+}
+
+/// A stored value this code did not write: reported as a fault.
+fn corrupt(column: &str, value: &str) -> DbError {
+    let shown: String = value.chars().take(64).collect();
+    sqlx::Error::Decode(format!("unexpected {column} in the database: {shown:?}").into()).into()
+}
+
+fn internal(error: serde_json::Error) -> Error {
+    Error::Internal(Box::new(error))
+}

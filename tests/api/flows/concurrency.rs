@@ -1,0 +1,192 @@
+//! Many writes to one user's flow at once: each applied exactly once, the
+//! revision and the events matching them one for one; concurrent first
+//! accesses; optimistic concurrency letting exactly one writer through.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Value, json};
+use tokio::task::JoinSet;
+
+use super::{
+    STATE, Who, declaration, events_of, operation, publish_checklist, publish_ok, state_of,
+};
+use crate::helpers::{Backend, TestApp, spawn_app};
+use crate::on_both_backends;
+
+/// Sends every `(query, variables)` at once as `who`; the bodies, in order.
+async fn all_at_once(app: &TestApp, who: Who<'_>, requests: Vec<(String, Value)>) -> Vec<Value> {
+    let token = who.token();
+    let mut tasks = JoinSet::new();
+    for (index, (query, variables)) in requests.into_iter().enumerate() {
+        let mut request = app
+            .client
+            .post(app.graphql_url())
+            .json(&json!({ "query": query, "variables": variables }));
+        if let Some(token) = &token {
+            request = request.bearer_auth(token);
+        }
+        tasks.spawn(async move {
+            let response = request.send().await.expect("the server answers");
+            assert_eq!(response.status(), 200);
+            (index, response.json::<Value>().await.expect("JSON"))
+        });
+    }
+    let mut bodies = tasks.join_all().await;
+    bodies.sort_by_key(|(index, _)| *index);
+    bodies.into_iter().map(|(_, body)| body).collect()
+}
+
+async fn a_hundred_concurrent_complete_steps_each_apply_once_and_match_the_events(
+    backend: Backend,
+) {
+    const STEPS: usize = 10;
+    const WRITES: usize = 100;
+    let app = spawn_app(backend).await;
+    let keys: Vec<String> = (0..STEPS).map(|i| format!("step-{i}")).collect();
+    let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    publish_ok(&app, declaration("checklist", &key_refs)).await;
+
+    let requests = (0..WRITES)
+        .map(|i| {
+            let args = json!({ "flow": "checklist", "step": keys[i % STEPS] });
+            (operation("mutation", "completeStep", &args, STATE), args)
+        })
+        .collect();
+    let bodies = all_at_once(&app, Who::User("alice"), requests).await;
+
+    let mut revisions = BTreeSet::new();
+    for body in &bodies {
+        assert!(body.get("errors").is_none(), "every write succeeds: {body}");
+        revisions.insert(
+            body["data"]["completeStep"]["revision"]
+                .as_i64()
+                .expect("a revision"),
+        );
+    }
+    assert_eq!(
+        revisions,
+        (1..=WRITES as i64).collect::<BTreeSet<_>>(),
+        "each write got a revision of its own"
+    );
+    let state = state_of(&app, "alice", "checklist").await;
+    assert_eq!(state["revision"], WRITES as i64);
+    assert_eq!(state["status"], "COMPLETED");
+    assert_eq!(state["doneSteps"], STEPS as i64);
+    for step in state["steps"].as_array().expect("steps") {
+        assert_eq!(step["status"], "COMPLETED", "{step}");
+        assert!(step["completedAt"].is_string(), "{step}");
+    }
+    // The first completion of a step sets its time; the others keep it.
+    for body in &bodies {
+        for step in body["data"]["completeStep"]["steps"]
+            .as_array()
+            .expect("steps")
+        {
+            if step["status"] == "COMPLETED" {
+                let stored = super::step_of(&state, step["key"].as_str().expect("a key"));
+                assert_eq!(step["completedAt"], stored["completedAt"], "{step}");
+            }
+        }
+    }
+
+    let events = events_of(&app, "alice", Some("checklist")).await;
+    assert_eq!(events.len(), WRITES, "one event per write");
+    let mut per_step: BTreeMap<String, usize> = BTreeMap::new();
+    for event in &events {
+        assert_eq!(event["type"], "STEP_COMPLETED", "{event}");
+        *per_step
+            .entry(event["step"].as_str().expect("a step").to_owned())
+            .or_default() += 1;
+    }
+    let expected: BTreeMap<String, usize> = keys
+        .iter()
+        .map(|key| (key.clone(), WRITES / STEPS))
+        .collect();
+    assert_eq!(per_step, expected);
+    let ids: BTreeSet<&str> = events
+        .iter()
+        .map(|event| event["id"].as_str().expect("an id"))
+        .collect();
+    assert_eq!(ids.len(), WRITES, "no event is listed twice");
+    assert_eq!(
+        events_of(&app, "alice", None).await.len(),
+        WRITES,
+        "and nothing else"
+    );
+}
+
+async fn fifty_concurrent_first_flow_state_reads_all_see_one_state(backend: Backend) {
+    let app = spawn_app(backend).await;
+    publish_checklist(&app).await;
+    let args = json!({ "flow": "checklist" });
+    let query = operation("query", "flowState", &args, STATE);
+
+    let bodies = all_at_once(&app, Who::User("alice"), vec![(query, args); 50]).await;
+
+    for body in &bodies {
+        assert!(body.get("errors").is_none(), "every read succeeds: {body}");
+    }
+    let states: Vec<&Value> = bodies
+        .iter()
+        .map(|body| &body["data"]["flowState"])
+        .collect();
+    for state in &states {
+        assert_eq!(
+            state["createdAt"], states[0]["createdAt"],
+            "all see the one state"
+        );
+        assert_eq!(state["revision"], 0);
+        assert_eq!(state["status"], "NOT_STARTED");
+    }
+    assert_eq!(&state_of(&app, "alice", "checklist").await, states[0]);
+    assert_eq!(events_of(&app, "alice", None).await, Vec::<Value>::new());
+}
+
+async fn of_two_concurrent_writes_with_the_same_expected_revision_exactly_one_applies(
+    backend: Backend,
+) {
+    const ROUNDS: i64 = 5;
+    let app = spawn_app(backend).await;
+    publish_checklist(&app).await;
+    state_of(&app, "alice", "checklist").await;
+
+    for revision in 0..ROUNDS {
+        let args = json!({ "flow": "checklist", "expectedRevision": revision });
+        let query = operation("mutation", "dismissFlow", &args, STATE);
+        let bodies = all_at_once(&app, Who::User("alice"), vec![(query, args); 2]).await;
+
+        let applied: Vec<&Value> = bodies
+            .iter()
+            .filter(|body| body.get("errors").is_none())
+            .collect();
+        let refused: Vec<&Value> = bodies
+            .iter()
+            .filter(|body| body.get("errors").is_some())
+            .collect();
+        assert_eq!(applied.len(), 1, "exactly one applies: {bodies:?}");
+        assert_eq!(applied[0]["data"]["dismissFlow"]["revision"], revision + 1);
+        assert_eq!(refused.len(), 1, "{bodies:?}");
+        assert_eq!(
+            refused[0]["errors"][0]["extensions"]["code"], "CONFLICT",
+            "{bodies:?}"
+        );
+        assert_eq!(
+            refused[0]["errors"][0]["extensions"]["currentRevision"],
+            revision + 1
+        );
+    }
+
+    assert_eq!(
+        state_of(&app, "alice", "checklist").await["revision"],
+        ROUNDS
+    );
+    let events = events_of(&app, "alice", Some("checklist")).await;
+    assert_eq!(events.len() as i64, ROUNDS);
+    assert!(events.iter().all(|event| event["type"] == "FLOW_DISMISSED"));
+}
+
+on_both_backends!(
+    a_hundred_concurrent_complete_steps_each_apply_once_and_match_the_events,
+    fifty_concurrent_first_flow_state_reads_all_see_one_state,
+    of_two_concurrent_writes_with_the_same_expected_revision_exactly_one_applies,
+);
