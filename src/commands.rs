@@ -23,7 +23,10 @@ pub async fn publish_flows(file: &Path, database: &DatabaseArgs) -> Result {
     let flows = Flows::new(&migrated(database).await?);
     for (version, created) in flows.publish_all(declarations).await? {
         let what = if created { "published" } else { "unchanged" };
-        println!("{}: version {} {what}", version.flow, version.version);
+        print(&format!(
+            "{}: version {} {what}\n",
+            version.flow, version.version
+        ))?;
     }
     Ok(())
 }
@@ -37,13 +40,13 @@ pub async fn list_flows(database: &DatabaseArgs) -> Result {
     }
     for flow in published {
         let latest = flow.latest();
-        println!(
-            "{}\tversion {}\t{} steps\t{}",
+        print(&format!(
+            "{}\tversion {}\t{} steps\t{}\n",
             latest.flow,
             latest.version,
             latest.steps.len(),
             latest.title
-        );
+        ))?;
     }
     Ok(())
 }
@@ -57,8 +60,10 @@ pub async fn export_user(user: &str, database: &DatabaseArgs) -> Result {
           startedAt completedAt dismissedAt snoozedUntil revision createdAt updatedAt } \
         events { id userId flow version type step actor requestId at data } } }";
     let data = execute(database, EXPORT, user).await?;
-    println!("{}", serde_json::to_string_pretty(&data["exportUserData"])?);
-    Ok(())
+    print(&format!(
+        "{}\n",
+        serde_json::to_string_pretty(&data["exportUserData"])?
+    ))
 }
 
 /// `onboarding users delete USER`: the API's `deleteUserData`.
@@ -67,14 +72,26 @@ pub async fn delete_user(user: &str, database: &DatabaseArgs) -> Result {
         userId flowStates events idempotencyKeys } }";
     let data = execute(database, DELETE, user).await?;
     let deleted = &data["deleteUserData"];
-    println!(
-        "Erased user {}: {} flow states, {} events, {} idempotency keys.",
+    let count = |field: &str, what: &str| {
+        let n = deleted[field].as_i64().unwrap_or_default();
+        format!("{n} {what}{}", if n == 1 { "" } else { "s" })
+    };
+    print(&format!(
+        "Erased user {}: {}, {}, {}.\n",
         deleted["userId"].as_str().unwrap_or(user),
-        deleted["flowStates"],
-        deleted["events"],
-        deleted["idempotencyKeys"]
-    );
-    Ok(())
+        count("flowStates", "flow state"),
+        count("events", "event"),
+        count("idempotencyKeys", "idempotency key")
+    ))
+}
+
+/// Writes to stdout; a reader that went away (`| head`) is no error.
+fn print(text: &str) -> Result {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => Err(error.into()),
+        _ => Ok(()),
+    }
 }
 
 /// Declarations from a JSON file: one object, or an array of them.

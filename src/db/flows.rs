@@ -118,10 +118,11 @@ pub enum FlowStore {
     Postgres(PgPool),
 }
 
-/// What a write decides, given the state it locked: the next state and its
-/// event, or `None` to leave it as it is.
-pub type Decide<'a> =
-    Box<dyn FnOnce(&FlowState) -> crate::domain::Result<Option<(FlowState, Happened)>> + Send + 'a>;
+/// What a write decides, given the state it locked: the next state and the
+/// events that record it, or `None` to leave it as it is.
+pub type Decide<'a> = Box<
+    dyn FnOnce(&FlowState) -> crate::domain::Result<Option<(FlowState, Vec<Happened>)>> + Send + 'a,
+>;
 
 /// The statements of one backend, as functions over its pool: the same code
 /// for both, each compiled against its own driver. `$begin` opens a write
@@ -268,7 +269,7 @@ macro_rules! backend {
                     .await
                     .map_err(DbError::from)?;
                 let stored = read_state(&row)?;
-                let Some((mut next, happened)) = decide(&stored)? else {
+                let Some((mut next, happenings)) = decide(&stored)? else {
                     return Ok(stored);
                 };
                 next.revision = stored.revision + 1;
@@ -277,19 +278,21 @@ macro_rules! backend {
                     .execute(&mut *tx)
                     .await
                     .map_err(DbError::from)?;
-                sqlx::query(INSERT_EVENT)
-                    .bind(&next.user_id)
-                    .bind(&next.flow)
-                    .bind(next.version)
-                    .bind(happened.kind.as_str())
-                    .bind(happened.step.as_deref())
-                    .bind(&provenance.actor)
-                    .bind(provenance.request_id.as_deref())
-                    .bind(next.updated_at)
-                    .bind(happened.data.as_ref().map(ToString::to_string))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(DbError::from)?;
+                for happened in &happenings {
+                    sqlx::query(INSERT_EVENT)
+                        .bind(&next.user_id)
+                        .bind(&next.flow)
+                        .bind(next.version)
+                        .bind(happened.kind.as_str())
+                        .bind(happened.step.as_deref())
+                        .bind(&provenance.actor)
+                        .bind(provenance.request_id.as_deref())
+                        .bind(next.updated_at)
+                        .bind(happened.data.as_ref().map(ToString::to_string))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(DbError::from)?;
+                }
                 if let Some(idempotency) = idempotency {
                     sqlx::query(INSERT_KEY)
                         .bind(&next.user_id)

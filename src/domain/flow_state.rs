@@ -362,7 +362,9 @@ impl FlowState {
                 self.status = FlowStatus::Snoozed;
                 self.snoozed_until = Some(*until);
                 Happened {
-                    data: Some(serde_json::json!({ "until": until })),
+                    data: Some(serde_json::json!({
+                        "until": until.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+                    })),
                     ..Happened::new(EventType::FlowSnoozed)
                 }
             }

@@ -11,8 +11,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::db::{Db, Erased, FlowStore, Idempotency, Provenance};
 use crate::domain::{
-    Error, Flow, FlowChange, FlowDeclaration, FlowEvent, FlowState, FlowVersion, ONBOARDING,
-    Result, UserId, Viewer, check_key, now, unknown_flow,
+    Error, Flow, FlowChange, FlowDeclaration, FlowEvent, FlowState, FlowVersion, Happened,
+    ONBOARDING, Result, UserId, Viewer, check_key, now, unknown_flow,
 };
 
 /// How long the published flows are read from memory before the database
@@ -232,9 +232,14 @@ impl Flows {
                         return Err(Error::stale_revision(expected, stored.revision));
                     }
                     let mut next = stored.clone().as_of(now);
+                    // A policy published since the user's last access applies
+                    // first, in the same write.
+                    let mut happenings: Vec<_> = reonboarded(&decided_flow, &mut next, now)?
+                        .into_iter()
+                        .collect();
                     let version = version_of(&decided_flow, next.version)?;
-                    let happened = next.apply(&change, version, decided_flow.latest(), now)?;
-                    Ok(Some((next, happened)))
+                    happenings.push(next.apply(&change, version, decided_flow.latest(), now)?);
+                    Ok(Some((next, happenings)))
                 }),
             )
             .await?;
@@ -364,16 +369,8 @@ impl Flows {
                 now,
                 Box::new(move |stored: &FlowState| {
                     let mut next = stored.clone().as_of(now);
-                    let current = version_of(&decided_flow, next.version)?;
-                    let newer: Vec<FlowVersion> = decided_flow
-                        .versions
-                        .iter()
-                        .filter(|version| version.version > next.version)
-                        .cloned()
-                        .collect();
-                    Ok(next
-                        .reonboard(current, &newer, now)
-                        .map(|happened| (next, happened)))
+                    Ok(reonboarded(&decided_flow, &mut next, now)?
+                        .map(|happened| (next, vec![happened])))
                 }),
             )
             .await?;
@@ -442,6 +439,22 @@ impl Flows {
     fn forget_catalog(&self) {
         *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = None;
     }
+}
+
+/// Applies, once, the re-onboarding policies of the versions published
+/// since the state's; the event when it moved the state.
+fn reonboarded(flow: &Flow, state: &mut FlowState, now: DateTime<Utc>) -> Result<Option<Happened>> {
+    if state.version >= flow.latest().version {
+        return Ok(None);
+    }
+    let current = version_of(flow, state.version)?.clone();
+    let newer: Vec<FlowVersion> = flow
+        .versions
+        .iter()
+        .filter(|version| version.version > state.version)
+        .cloned()
+        .collect();
+    Ok(state.reonboard(&current, &newer, now))
 }
 
 /// The built-in flow `onboarding` has a version 0 before its declarations:
