@@ -488,10 +488,11 @@ impl FlowStore {
     /// this call created it.
     pub async fn publish(
         &self,
-        declarations: &[FlowDeclaration],
+        declarations: Vec<FlowDeclaration>,
         now: DateTime<Utc>,
     ) -> Result<Vec<(FlowVersion, bool)>, Error> {
-        dispatch!(self, publish(declarations, now))
+        let store = self.clone();
+        to_the_end(async move { dispatch!(&store, publish(&declarations, now)) }).await
     }
 
     /// The user's stored state in `flow`, if any.
@@ -516,13 +517,20 @@ impl FlowStore {
     /// up and `updated_at` past the stored one.
     pub async fn write(
         &self,
-        fresh: &FlowState,
-        provenance: &Provenance,
-        idempotency: Option<&Idempotency>,
+        fresh: FlowState,
+        provenance: Provenance,
+        idempotency: Option<Idempotency>,
         now: DateTime<Utc>,
-        decide: Decide<'_>,
+        decide: Decide<'static>,
     ) -> Result<FlowState, Error> {
-        dispatch!(self, write(fresh, provenance, idempotency, now, decide))
+        let store = self.clone();
+        to_the_end(async move {
+            dispatch!(
+                &store,
+                write(&fresh, &provenance, idempotency.as_ref(), now, decide)
+            )
+        })
+        .await
     }
 
     /// The user's events, newest first: of one flow or all, older than the
@@ -540,7 +548,8 @@ impl FlowStore {
     /// Every row of the user in every table that holds users' data, in one
     /// transaction.
     pub async fn erase(&self, user_id: &str) -> Result<Erased, Error> {
-        dispatch!(self, erase(user_id))
+        let (store, user_id) = (self.clone(), user_id.to_owned());
+        to_the_end(async move { dispatch!(&store, erase(&user_id)) }).await
     }
 
     /// Closes the store's connections (Postgres's pool is the server's own,
@@ -555,6 +564,19 @@ impl FlowStore {
     pub async fn forget_keys_before(&self, before: DateTime<Utc>) -> Result<u64, DbError> {
         dispatch!(self, forget_keys_before(before))
     }
+}
+
+/// Runs a transaction to its commit or rollback in a task of its own. A
+/// client that goes away drops its request's future; dropped in the middle
+/// of `begin`, sqlx can hand the connection back to the pool inside a
+/// transaction it no longer knows of, and the next statement on it would
+/// never commit.
+async fn to_the_end<T: Send + 'static>(
+    transaction: impl Future<Output = Result<T, Error>> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::spawn(transaction)
+        .await
+        .map_err(|error| Error::Internal(Box::new(error)))?
 }
 
 fn steps_json(steps: &[StepDeclaration]) -> String {

@@ -129,7 +129,7 @@ impl Flows {
         for declaration in &declarations {
             declaration.check()?;
         }
-        let published = self.store.publish(&declarations, now()).await?;
+        let published = self.store.publish(declarations, now()).await?;
         self.forget_catalog();
         Ok(published)
     }
@@ -221,9 +221,9 @@ impl Flows {
         let written = self
             .store
             .write(
-                &fresh,
-                &provenance,
-                idempotency.as_ref(),
+                fresh,
+                provenance,
+                idempotency,
                 now,
                 Box::new(move |stored: &FlowState| {
                     if let Some(expected) = options.expected_revision
@@ -363,8 +363,8 @@ impl Flows {
         let written = self
             .store
             .write(
-                &state.clone(),
-                &provenance,
+                state.clone(),
+                provenance,
                 None,
                 now,
                 Box::new(move |stored: &FlowState| {

@@ -5,13 +5,16 @@
 -- one a line, taken round robin, a request each), or neither (no token).
 -- "{id}" in BODY becomes a new id on every request: ID_PREFIX (new for each
 -- wrk run), the thread's number and a counter, so no id is ever seen twice.
+-- "{step}" in BODY becomes each of STEPS (comma-separated) in turn, one per
+-- round over the tokens: every token's first request has the first step,
+-- its second the second, and back to the first after the last.
 
 local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
 dofile(here .. "report.lua")
 
 local body = assert(os.getenv("BODY"), "set BODY")
 local fresh_ids = body:find("{id}", 1, true) ~= nil
-local requests = {} -- one ready-made request per token
+local requests = {} -- one ready-made request per token (and step)
 local next_request = 0
 local counter = 0
 local prefix, token
@@ -31,8 +34,17 @@ function init(args)
   else
     tokens[1] = os.getenv("TOKEN") -- nil: no token
   end
-  for i = 1, math.max(#tokens, 1) do
-    requests[i] = format(tokens[i], body)
+  local texts = { body }
+  if body:find("{step}", 1, true) then
+    texts = {}
+    for step in assert(os.getenv("STEPS"), "set STEPS"):gmatch("[^,]+") do
+      table.insert(texts, (body:gsub("{step}", function() return step end)))
+    end
+  end
+  for _, text in ipairs(texts) do
+    for i = 1, math.max(#tokens, 1) do
+      table.insert(requests, format(tokens[i], text))
+    end
   end
   prefix = (os.getenv("ID_PREFIX") or "bench") .. "-" .. thread_number .. "-"
   token = tokens[1]
