@@ -1,5 +1,7 @@
-//! The migrations under `migrations/`, embedded in the binary: `build.rs`
-//! lists each backend's files in version order.
+//! The migrations under `migrations/`, embedded in the binary. The lists
+//! name each file, relative to this one, so that the compiler includes the
+//! files of the checkout it builds and rebuilds when one changes; a test
+//! checks that every file in the directories is listed.
 
 use std::borrow::Cow;
 
@@ -7,22 +9,40 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 /// One `migrations/BACKEND/VERSION_DESCRIPTION.sql` file.
 pub struct MigrationFile {
-    version: i64,
-    description: &'static str,
+    name: &'static str,
     sql: &'static str,
 }
 
-include!(concat!(env!("OUT_DIR"), "/migrations.rs"));
+macro_rules! migrations {
+    ($backend:literal: $($name:literal),+ $(,)?) => {
+        &[$(MigrationFile {
+            name: $name,
+            sql: include_str!(concat!("../../migrations/", $backend, "/", $name, ".sql")),
+        }),+]
+    };
+}
 
-/// A migrator for one backend's files. Each migration's checksum is that of
-/// its SQL, as sqlx computes it, so databases migrated before keep matching.
+pub const SQLITE: &[MigrationFile] = migrations!("sqlite":
+    "20261124000000_create_onboarding_state",
+    "20261126000000_flows",
+);
+
+pub const POSTGRES: &[MigrationFile] = migrations!("postgres":
+    "20261124000000_create_onboarding_state",
+    "20261126000000_flows",
+);
+
+/// A migrator for one backend's files. Each migration's version, description
+/// and checksum are what sqlx's own `migrate!` gives the same file, so
+/// databases migrated before keep matching.
 pub fn migrator(files: &'static [MigrationFile]) -> Migrator {
     let migrations = files
         .iter()
         .map(|file| {
+            let (version, description) = file.name.split_once('_').unwrap_or((file.name, ""));
             Migration::new(
-                file.version,
-                Cow::Borrowed(file.description),
+                version.parse().unwrap_or_default(),
+                Cow::Owned(description.replace('_', " ")),
                 MigrationType::Simple,
                 Cow::Borrowed(file.sql),
                 // sqlx's marker for statements that cannot run in a transaction.
@@ -35,5 +55,44 @@ pub fn migrator(files: &'static [MigrationFile]) -> Migrator {
         ignore_missing: false,
         locking: true,
         no_tx: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_migration_file_is_embedded_in_version_order() {
+        for (backend, embedded) in [("sqlite", SQLITE), ("postgres", POSTGRES)] {
+            let directory = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("migrations")
+                .join(backend);
+            let mut files: Vec<String> = std::fs::read_dir(&directory)
+                .expect("the migrations directory")
+                .map(|entry| {
+                    entry
+                        .expect("an entry")
+                        .file_name()
+                        .to_string_lossy()
+                        .into_owned()
+                })
+                .filter_map(|name| name.strip_suffix(".sql").map(str::to_owned))
+                .collect();
+            files.sort();
+            let listed: Vec<&str> = embedded.iter().map(|file| file.name).collect();
+            assert_eq!(
+                listed, files,
+                "list every file of migrations/{backend} in src/db/migrations.rs"
+            );
+            for file in embedded {
+                let version = file.name.split_once('_').map(|(version, _)| version);
+                assert!(
+                    version.is_some_and(|version| version.parse::<i64>().is_ok()),
+                    "{} must be named VERSION_DESCRIPTION.sql",
+                    file.name
+                );
+            }
+        }
     }
 }
