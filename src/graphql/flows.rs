@@ -290,7 +290,7 @@ impl FlowState {
     async fn current_step(&self) -> Option<&str> {
         let index = usize::try_from(self.0.state.current_step).ok()?;
         self.0
-            .version
+            .version()
             .steps
             .get(index)
             .map(|step| step.key.as_str())
@@ -299,7 +299,7 @@ impl FlowState {
     /// Each step of the version, in order, with the user's progress in it.
     async fn steps(&self) -> Vec<StepState> {
         self.0
-            .version
+            .version()
             .steps
             .iter()
             .map(|step| {
@@ -324,12 +324,12 @@ impl FlowState {
 
     /// Steps completed or skipped.
     async fn done_steps(&self) -> i32 {
-        count(self.0.state.done_steps(&self.0.version))
+        count(self.0.state.done_steps(self.0.version()))
     }
 
     /// The number of steps in the version.
     async fn total_steps(&self) -> i32 {
-        count(self.0.version.steps.len())
+        count(self.0.version().steps.len())
     }
 
     /// When the user started the flow.

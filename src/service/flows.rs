@@ -28,7 +28,34 @@ pub const MAX_PAGE: i64 = 100;
 #[derive(Debug, Clone)]
 pub struct FlowStateView {
     pub state: FlowState,
-    pub version: FlowVersion,
+    flow: Arc<Flow>,
+    /// Where the state's version is in `flow.versions`.
+    index: usize,
+}
+
+impl FlowStateView {
+    /// The state as it reads at `now`, on its version of `flow`.
+    fn new(flow: &Arc<Flow>, state: FlowState, now: DateTime<Utc>) -> Result<Self> {
+        let index = flow
+            .versions
+            .iter()
+            .position(|version| version.version == state.version)
+            .ok_or_else(|| {
+                Error::Internal(
+                    format!("flow {} has no version {}", flow.key(), state.version).into(),
+                )
+            })?;
+        Ok(Self {
+            state: state.as_of(now),
+            flow: Arc::clone(flow),
+            index,
+        })
+    }
+
+    /// The version of the flow the state is on: its steps' titles and order.
+    pub fn version(&self) -> &FlowVersion {
+        &self.flow.versions[self.index]
+    }
 }
 
 /// One page of events, newest first.
@@ -54,11 +81,28 @@ pub struct WriteOptions {
     pub request_id: Option<String>,
 }
 
-/// The published flows, as last read.
+/// Every flow a state can be in, as last read: the published ones, and
+/// `onboarding` with its undeclared version 0 first.
 #[derive(Debug)]
 struct Catalog {
-    flows: BTreeMap<String, Flow>,
+    flows: BTreeMap<String, Arc<Flow>>,
     read_at: Instant,
+}
+
+impl Catalog {
+    /// The flows as published: without `onboarding`'s version 0, and without
+    /// `onboarding` until it is published.
+    fn published(&self) -> impl Iterator<Item = Flow> + '_ {
+        self.flows.values().filter_map(|flow| {
+            let versions: Vec<FlowVersion> = flow
+                .versions
+                .iter()
+                .filter(|version| version.version > 0)
+                .cloned()
+                .collect();
+            (!versions.is_empty()).then_some(Flow { versions })
+        })
+    }
 }
 
 /// The flow operations.
@@ -95,13 +139,17 @@ impl Flows {
     /// Every published flow, by key.
     pub async fn flows(&self, viewer: &Viewer) -> Result<Vec<Flow>> {
         signed_in(viewer)?;
-        Ok(self.catalog().await?.flows.values().cloned().collect())
+        Ok(self.catalog().await?.published().collect())
     }
 
     /// The published flow `key`, if any.
     pub async fn flow(&self, viewer: &Viewer, key: &str) -> Result<Option<Flow>> {
         signed_in(viewer)?;
-        Ok(self.catalog().await?.flows.get(key).cloned())
+        Ok(self
+            .catalog()
+            .await?
+            .published()
+            .find(|flow| flow.key() == key))
     }
 
     /// Publishes one declaration (admins only).
@@ -114,9 +162,8 @@ impl Flows {
         }
         self.catalog()
             .await?
-            .flows
-            .get(&key)
-            .cloned()
+            .published()
+            .find(|flow| flow.key() == key)
             .ok_or_else(|| Error::Internal("a published flow is missing".into()))
     }
 
@@ -171,25 +218,14 @@ impl Flows {
             .map(|state| (state.flow.clone(), state))
             .collect();
         let now = now();
-        let mut views = Vec::with_capacity(catalog.flows.len() + 1);
-        if !catalog.flows.contains_key(ONBOARDING) {
-            let onboarding = self.published(ONBOARDING).await?;
-            views.push(match stored.remove(ONBOARDING) {
-                Some(state) => self.current(viewer, &onboarding, state, now).await?,
-                None => FlowStateView {
-                    state: FlowState::new(user_id.as_str(), onboarding.latest(), now),
-                    version: onboarding.latest().clone(),
-                },
-            });
-        }
+        let mut views = Vec::with_capacity(catalog.flows.len());
         for flow in catalog.flows.values() {
-            let flow = &with_undeclared_onboarding(flow.clone());
             let view = match stored.remove(flow.key()) {
                 Some(state) => self.current(viewer, flow, state, now).await?,
-                None => FlowStateView {
-                    state: FlowState::new(user_id.as_str(), flow.latest(), now),
-                    version: flow.latest().clone(),
-                },
+                None => {
+                    let fresh = FlowState::new(user_id.as_str(), flow.latest(), now);
+                    FlowStateView::new(flow, fresh, now)?
+                }
             };
             views.push(view);
         }
@@ -217,7 +253,7 @@ impl Flows {
         let flow = self.published(flow).await?;
         let provenance = provenance(viewer, options.request_id);
         let fresh = FlowState::new(user_id.as_str(), flow.latest(), now);
-        let decided_flow = flow.clone();
+        let decided_flow = Arc::clone(&flow);
         let written = self
             .store
             .write(
@@ -243,7 +279,7 @@ impl Flows {
                 }),
             )
             .await?;
-        self.view(&flow, written, now)
+        FlowStateView::new(&flow, written, now)
     }
 
     /// The user's events, newest first, `first` at a time after the cursor.
@@ -292,14 +328,8 @@ impl Flows {
             .await?
             .into_iter()
             .filter_map(|state| {
-                let flow = match catalog.flows.get(&state.flow) {
-                    Some(flow) => with_undeclared_onboarding(flow.clone()),
-                    None if state.flow == ONBOARDING => with_undeclared_onboarding(Flow {
-                        versions: Vec::new(),
-                    }),
-                    None => return None,
-                };
-                self.view(&flow, state, now).ok()
+                let flow = catalog.flows.get(&state.flow)?;
+                FlowStateView::new(flow, state, now).ok()
             })
             .collect();
         let mut events = Vec::new();
@@ -351,14 +381,14 @@ impl Flows {
     async fn current(
         &self,
         viewer: &Viewer,
-        flow: &Flow,
+        flow: &Arc<Flow>,
         state: FlowState,
         now: DateTime<Utc>,
     ) -> Result<FlowStateView> {
         if state.version >= flow.latest().version {
-            return self.view(flow, state, now);
+            return FlowStateView::new(flow, state, now);
         }
-        let decided_flow = flow.clone();
+        let decided_flow = Arc::clone(flow);
         let provenance = provenance(viewer, None);
         let written = self
             .store
@@ -374,37 +404,18 @@ impl Flows {
                 }),
             )
             .await?;
-        self.view(flow, written, now)
+        FlowStateView::new(flow, written, now)
     }
 
-    fn view(&self, flow: &Flow, state: FlowState, now: DateTime<Utc>) -> Result<FlowStateView> {
-        let version = version_of(flow, state.version)?.clone();
-        Ok(FlowStateView {
-            state: state.as_of(now),
-            version,
-        })
-    }
-
-    /// The published flow `key`, or an error naming it.
-    async fn published(&self, key: &str) -> Result<Flow> {
+    /// The flow `key` a state can be in, or an error naming it. A flow
+    /// published on another replica shows within `CATALOG_TTL`.
+    async fn published(&self, key: &str) -> Result<Arc<Flow>> {
         check_key("The flow key", key)?;
-        let catalog = self.catalog().await?;
-        if let Some(flow) = catalog.flows.get(key) {
-            return Ok(with_undeclared_onboarding(flow.clone()));
-        }
-        if key == ONBOARDING {
-            return Ok(with_undeclared_onboarding(Flow {
-                versions: Vec::new(),
-            }));
-        }
-        // Published moments ago, perhaps on another replica.
-        self.forget_catalog();
         self.catalog()
             .await?
             .flows
             .get(key)
             .cloned()
-            .map(with_undeclared_onboarding)
             .ok_or_else(|| unknown_flow(key))
     }
 
@@ -419,6 +430,12 @@ impl Flows {
             return Ok(Arc::clone(catalog));
         }
         let mut flows: BTreeMap<String, Flow> = BTreeMap::new();
+        flows.insert(
+            ONBOARDING.to_owned(),
+            Flow {
+                versions: vec![FlowVersion::undeclared_onboarding()],
+            },
+        );
         for version in self.store.versions().await? {
             flows
                 .entry(version.flow.clone())
@@ -429,7 +446,10 @@ impl Flows {
                 .push(version);
         }
         let catalog = Arc::new(Catalog {
-            flows,
+            flows: flows
+                .into_iter()
+                .map(|(key, flow)| (key, Arc::new(flow)))
+                .collect(),
             read_at: Instant::now(),
         });
         *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&catalog));
@@ -455,20 +475,6 @@ fn reonboarded(flow: &Flow, state: &mut FlowState, now: DateTime<Utc>) -> Result
         .cloned()
         .collect();
     Ok(state.reonboard(&current, &newer, now))
-}
-
-/// The built-in flow `onboarding` has a version 0 before its declarations:
-/// no declared steps, its current step the original integer.
-fn with_undeclared_onboarding(mut flow: Flow) -> Flow {
-    let undeclared = FlowVersion::undeclared_onboarding();
-    let is_onboarding = flow
-        .versions
-        .first()
-        .is_none_or(|first| first.flow == ONBOARDING);
-    if is_onboarding && flow.version(0).is_none() {
-        flow.versions.insert(0, undeclared);
-    }
-    flow
 }
 
 fn version_of(flow: &Flow, version: i32) -> Result<&FlowVersion> {
