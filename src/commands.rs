@@ -20,6 +20,10 @@ const OPERATOR: &str = "command-line";
 /// `onboarding flows publish FILE`.
 pub async fn publish_flows(file: &Path, database: &DatabaseArgs) -> Result {
     let declarations = read_declarations(file)?;
+    // A bad file is refused before the database is opened or migrated.
+    for declaration in &declarations {
+        declaration.check()?;
+    }
     let flows = Flows::new(&migrated(database).await?);
     for (version, created) in flows.publish_all(declarations).await? {
         let what = if created { "published" } else { "unchanged" };
