@@ -8,23 +8,17 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use sqlx::Row;
 use sqlx::postgres::PgPool;
-use sqlx::sqlite::SqlitePool;
+use sqlx::sqlite::{SqliteConnection, SqlitePool};
+use sqlx::{FromRow, Row};
+use tokio::sync::{mpsc, oneshot};
 
 use super::DbError;
+use super::groups::{Queues, closed};
 use crate::domain::{
     Error, EventType, FlowDeclaration, FlowEvent, FlowState, FlowStatus, FlowVersion, Happened,
     ONBOARDING, Reonboarding, StepDeclaration, StepRecord,
 };
-
-/// The columns of a flow state, in the order `read_state` reads them.
-macro_rules! state_columns {
-    () => {
-        "user_id, flow, version, status, current_step, steps, started_at, completed_at, \
-         dismissed_at, snoozed_until, revision, created_at, updated_at"
-    };
-}
 
 const SELECT_VERSIONS: &str = "select flow, version, title, steps, reonboarding, published_at \
      from flow_version order by flow, version";
@@ -34,17 +28,17 @@ const INSERT_VERSION: &str = "insert into flow_version \
      (flow, version, title, steps, reonboarding, published_at) values ($1, $2, $3, $4, $5, $6)";
 const SELECT_STATE: &str = concat!(
     "select ",
-    state_columns!(),
+    flow_state_columns!(),
     " from flow_state where user_id = $1 and flow = $2"
 );
 const SELECT_STATES: &str = concat!(
     "select ",
-    state_columns!(),
+    flow_state_columns!(),
     " from flow_state where user_id = $1 order by flow"
 );
 const INSERT_STATE: &str = concat!(
     "insert into flow_state (",
-    state_columns!(),
+    flow_state_columns!(),
     ") values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
      on conflict (user_id, flow) do nothing"
 );
@@ -53,10 +47,11 @@ const UPDATE_STATE: &str = "update flow_state set version = $3, status = $4, cur
      revision = $11, updated_at = $13 where user_id = $1 and flow = $2";
 /// The built-in flow `onboarding` keeps its state in `onboarding_state`:
 /// the same columns, no `flow` column, and `is_completed` kept to match.
-const SELECT_ONBOARDING: &str = "select user_id, 'onboarding' as flow, version, status, \
-     current_step, steps, started_at, completed_at, dismissed_at, snoozed_until, revision, \
-     created_at, updated_at from onboarding_state where user_id = $1 \
-     and cast($2 as text) = 'onboarding'";
+const SELECT_ONBOARDING: &str = concat!(
+    "select ",
+    onboarding_flow_columns!(),
+    " from onboarding_state where user_id = $1 and cast($2 as text) = 'onboarding'"
+);
 const INSERT_ONBOARDING: &str = "insert into onboarding_state (user_id, is_completed, version, \
      status, current_step, steps, started_at, completed_at, dismissed_at, snoozed_until, revision, \
      created_at, updated_at) select $1, cast($4 as text) = 'COMPLETED', $3, $4, $5, $6, $7, $8, \
@@ -111,18 +106,80 @@ pub struct Erased {
     pub idempotency_keys: u64,
 }
 
-/// The connections flows use.
+/// The connections flows use: a pool for writes and listings, and the
+/// database's readers, which answer state reads in groups.
 #[derive(Debug, Clone)]
-pub enum FlowStore {
-    Sqlite(SqlitePool),
+pub struct FlowStore {
+    pool: Backend,
+    readers: Queues,
+}
+
+/// The connections of whichever database the server runs on.
+#[derive(Debug, Clone)]
+enum Backend {
+    /// SQLite writes one transaction at a time: its writes go to the
+    /// server's one writer, which commits them with the group it holds.
+    Sqlite {
+        pool: SqlitePool,
+        writer: mpsc::Sender<QueuedFlowWrite>,
+    },
     Postgres(PgPool),
 }
 
 /// What a write decides, given the state it locked: the next state and the
 /// events that record it, or `None` to leave it as it is.
-pub type Decide<'a> = Box<
-    dyn FnOnce(&FlowState) -> crate::domain::Result<Option<(FlowState, Vec<Happened>)>> + Send + 'a,
->;
+pub type Decide =
+    Box<dyn FnOnce(&FlowState) -> crate::domain::Result<Option<(FlowState, Vec<Happened>)>> + Send>;
+
+/// One write of a user's state in a flow: the state to store when the user
+/// has none, who makes the change, its idempotency key, its time, and what
+/// it decides.
+pub struct FlowWrite {
+    pub fresh: FlowState,
+    pub provenance: Provenance,
+    pub idempotency: Option<Idempotency>,
+    pub now: DateTime<Utc>,
+    pub decide: Decide,
+}
+
+impl FlowWrite {
+    /// Stores `fresh` unless the user has a state in its flow, and changes
+    /// nothing else.
+    fn create(fresh: FlowState) -> Self {
+        Self {
+            now: fresh.updated_at,
+            fresh,
+            provenance: Provenance {
+                actor: String::new(),
+                request_id: None,
+            },
+            idempotency: None,
+            decide: Box::new(|_| Ok(None)),
+        }
+    }
+}
+
+/// A flow write waiting for SQLite's writer, and where its answer goes.
+pub type QueuedFlowWrite = (FlowWrite, oneshot::Sender<Result<FlowState, Error>>);
+
+/// Runs `write` in a savepoint of the open transaction of SQLite's writer,
+/// so that a write that fails is undone alone. The outer error means the
+/// savepoint itself failed, and the whole transaction must be rolled back.
+pub async fn write_in_savepoint(
+    connection: &mut SqliteConnection,
+    write: FlowWrite,
+) -> Result<Result<FlowState, Error>, DbError> {
+    sqlx::query("savepoint flow_write")
+        .execute(&mut *connection)
+        .await?;
+    let written = on_sqlite::write_on(connection, write).await;
+    let end = match written {
+        Ok(_) => "release flow_write",
+        Err(_) => "rollback to flow_write; release flow_write",
+    };
+    sqlx::query(end).execute(&mut *connection).await?;
+    Ok(written)
+}
 
 /// The statements of one backend, as functions over its pool: the same code
 /// for both, each compiled against its own driver. `$begin` opens a write
@@ -198,20 +255,6 @@ macro_rules! backend {
                 Ok(published)
             }
 
-            pub async fn state(
-                pool: &Pool,
-                user_id: &str,
-                flow: &str,
-            ) -> Result<Option<FlowState>, DbError> {
-                let (select, _, _) = statements(flow);
-                let row = sqlx::query(select)
-                    .bind(user_id)
-                    .bind(flow)
-                    .fetch_optional(pool)
-                    .await?;
-                row.as_ref().map(read_state).transpose()
-            }
-
             pub async fn states(pool: &Pool, user_id: &str) -> Result<Vec<FlowState>, DbError> {
                 let onboarding = sqlx::query(SELECT_ONBOARDING)
                     .bind(user_id)
@@ -225,6 +268,7 @@ macro_rules! backend {
                 onboarding.iter().chain(&rows).map(read_state).collect()
             }
 
+            #[allow(dead_code, reason = "SQLite creates states through its writer")]
             pub async fn create(pool: &Pool, fresh: &FlowState) -> Result<FlowState, DbError> {
                 let (select, insert, _) = statements(&fresh.flow);
                 bind_state(sqlx::query(insert), fresh).execute(pool).await?;
@@ -236,20 +280,24 @@ macro_rules! backend {
                 read_state(&row)
             }
 
-            pub async fn write(
-                pool: &Pool,
-                fresh: &FlowState,
-                provenance: &Provenance,
-                idempotency: Option<&Idempotency>,
-                now: DateTime<Utc>,
-                decide: Decide<'_>,
+            /// The statements of a write, in the caller's transaction, which
+            /// holds the write lock (SQLite) and commits or rolls back.
+            pub async fn write_on(
+                connection: &mut <$db as sqlx::Database>::Connection,
+                write: FlowWrite,
             ) -> Result<FlowState, Error> {
-                let mut tx = begin(pool).await?;
-                if let Some(idempotency) = idempotency {
+                let FlowWrite {
+                    fresh,
+                    provenance,
+                    idempotency,
+                    now,
+                    decide,
+                } = write;
+                if let Some(idempotency) = &idempotency {
                     let kept = sqlx::query(SELECT_KEY)
                         .bind(&fresh.user_id)
                         .bind(&idempotency.key)
-                        .fetch_optional(&mut *tx)
+                        .fetch_optional(&mut *connection)
                         .await
                         .map_err(DbError::from)?;
                     if let Some(kept) = kept {
@@ -257,15 +305,15 @@ macro_rules! backend {
                     }
                 }
                 let (select, insert, update) = statements(&fresh.flow);
-                bind_state(sqlx::query(insert), fresh)
-                    .execute(&mut *tx)
+                bind_state(sqlx::query(insert), &fresh)
+                    .execute(&mut *connection)
                     .await
                     .map_err(DbError::from)?;
                 let statement = format!("{select}{}", $row_lock);
                 let row = sqlx::query(&statement)
                     .bind(&fresh.user_id)
                     .bind(&fresh.flow)
-                    .fetch_one(&mut *tx)
+                    .fetch_one(&mut *connection)
                     .await
                     .map_err(DbError::from)?;
                 let stored = read_state(&row)?;
@@ -275,7 +323,7 @@ macro_rules! backend {
                 next.revision = stored.revision + 1;
                 next.updated_at = now.max(stored.updated_at + TimeDelta::microseconds(1));
                 bind_state(sqlx::query(update), &next)
-                    .execute(&mut *tx)
+                    .execute(&mut *connection)
                     .await
                     .map_err(DbError::from)?;
                 for happened in &happenings {
@@ -289,22 +337,21 @@ macro_rules! backend {
                         .bind(provenance.request_id.as_deref())
                         .bind(next.updated_at)
                         .bind(happened.data.as_ref().map(ToString::to_string))
-                        .execute(&mut *tx)
+                        .execute(&mut *connection)
                         .await
                         .map_err(DbError::from)?;
                 }
-                if let Some(idempotency) = idempotency {
+                if let Some(idempotency) = &idempotency {
                     sqlx::query(INSERT_KEY)
                         .bind(&next.user_id)
                         .bind(&idempotency.key)
                         .bind(&idempotency.fingerprint)
                         .bind(serde_json::to_string(&next).map_err(internal)?)
                         .bind(now)
-                        .execute(&mut *tx)
+                        .execute(&mut *connection)
                         .await
                         .map_err(DbError::from)?;
                 }
-                tx.commit().await.map_err(DbError::from)?;
                 Ok(next)
             }
 
@@ -387,23 +434,7 @@ macro_rules! backend {
             }
 
             fn read_state(row: &DbRow) -> Result<FlowState, DbError> {
-                let status: String = row.try_get("status")?;
-                let steps: String = row.try_get("steps")?;
-                Ok(FlowState {
-                    user_id: row.try_get("user_id")?,
-                    flow: row.try_get("flow")?,
-                    version: row.try_get("version")?,
-                    status: FlowStatus::parse(&status).ok_or_else(|| corrupt("status", &status))?,
-                    current_step: row.try_get("current_step")?,
-                    steps: serde_json::from_str(&steps).map_err(|_| corrupt("steps", &steps))?,
-                    started_at: row.try_get("started_at")?,
-                    completed_at: row.try_get("completed_at")?,
-                    dismissed_at: row.try_get("dismissed_at")?,
-                    snoozed_until: row.try_get("snoozed_until")?,
-                    revision: row.try_get("revision")?,
-                    created_at: row.try_get("created_at")?,
-                    updated_at: row.try_get("updated_at")?,
-                })
+                Ok(FlowState::from_row(row)?)
             }
 
             fn read_version(row: &DbRow) -> Result<FlowVersion, DbError> {
@@ -470,14 +501,32 @@ backend!(
 /// Runs the same call on whichever backend the store holds.
 macro_rules! dispatch {
     ($store:expr, $function:ident($($argument:expr),*)) => {
-        match $store {
-            FlowStore::Sqlite(pool) => on_sqlite::$function(pool, $($argument),*).await,
-            FlowStore::Postgres(pool) => on_postgres::$function(pool, $($argument),*).await,
+        match &$store.pool {
+            Backend::Sqlite { pool, .. } => on_sqlite::$function(pool, $($argument),*).await,
+            Backend::Postgres(pool) => on_postgres::$function(pool, $($argument),*).await,
         }
     };
 }
 
 impl FlowStore {
+    pub fn sqlite(
+        pool: SqlitePool,
+        writer: mpsc::Sender<QueuedFlowWrite>,
+        readers: Queues,
+    ) -> Self {
+        Self {
+            pool: Backend::Sqlite { pool, writer },
+            readers,
+        }
+    }
+
+    pub fn postgres(pool: PgPool, readers: Queues) -> Self {
+        Self {
+            pool: Backend::Postgres(pool),
+            readers,
+        }
+    }
+
     /// Every published version of every flow, by flow then version.
     pub async fn versions(&self) -> Result<Vec<FlowVersion>, DbError> {
         dispatch!(self, versions())
@@ -497,7 +546,7 @@ impl FlowStore {
 
     /// The user's stored state in `flow`, if any.
     pub async fn state(&self, user_id: &str, flow: &str) -> Result<Option<FlowState>, DbError> {
-        dispatch!(self, state(user_id, flow))
+        self.readers.flow_state(user_id, flow).await
     }
 
     /// Every stored state of the user (flows other than `onboarding`).
@@ -507,30 +556,35 @@ impl FlowStore {
 
     /// Stores `fresh` unless the user already has a state in its flow, and
     /// returns the one stored: concurrent first accesses all get the same.
-    pub async fn create(&self, fresh: &FlowState) -> Result<FlowState, DbError> {
-        dispatch!(self, create(fresh))
+    pub async fn create(&self, fresh: FlowState) -> Result<FlowState, Error> {
+        match &self.pool {
+            Backend::Sqlite { .. } => self.write(FlowWrite::create(fresh)).await,
+            Backend::Postgres(pool) => Ok(on_postgres::create(pool, &fresh).await?),
+        }
     }
 
     /// One write, in one transaction: replays an idempotent retry; or locks
     /// the user's state (stored from `fresh` if missing), lets `decide` work
     /// out the next state and its event, and stores both, the revision one
     /// up and `updated_at` past the stored one.
-    pub async fn write(
-        &self,
-        fresh: FlowState,
-        provenance: Provenance,
-        idempotency: Option<Idempotency>,
-        now: DateTime<Utc>,
-        decide: Decide<'static>,
-    ) -> Result<FlowState, Error> {
-        let store = self.clone();
-        to_the_end(async move {
-            dispatch!(
-                &store,
-                write(&fresh, &provenance, idempotency.as_ref(), now, decide)
-            )
-        })
-        .await
+    pub async fn write(&self, write: FlowWrite) -> Result<FlowState, Error> {
+        match &self.pool {
+            Backend::Sqlite { writer, .. } => {
+                let (answer, answered) = oneshot::channel();
+                writer.send((write, answer)).await.map_err(|_| closed())?;
+                answered.await.map_err(|_| closed())?
+            }
+            Backend::Postgres(pool) => {
+                let pool = pool.clone();
+                to_the_end(async move {
+                    let mut tx = pool.begin().await.map_err(DbError::from)?;
+                    let written = on_postgres::write_on(&mut tx, write).await?;
+                    tx.commit().await.map_err(DbError::from)?;
+                    Ok(written)
+                })
+                .await
+            }
+        }
     }
 
     /// The user's events, newest first: of one flow or all, older than the
@@ -555,7 +609,7 @@ impl FlowStore {
     /// Closes the store's connections (Postgres's pool is the server's own,
     /// closed with it).
     pub async fn close(&self) {
-        if let FlowStore::Sqlite(pool) = self {
+        if let Backend::Sqlite { pool, .. } = &self.pool {
             pool.close().await;
         }
     }
@@ -587,10 +641,42 @@ fn steps_record_json(steps: &BTreeMap<String, StepRecord>) -> String {
     serde_json::to_string(steps).unwrap_or_else(|_| "{}".to_owned())
 }
 
+/// Reads a row of `flow_state_columns!()`, by position, from either backend.
+impl<'r, R> sqlx::FromRow<'r, R> for FlowState
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    &'r str: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i32: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    DateTime<Utc>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    fn from_row(row: &'r R) -> sqlx::Result<Self> {
+        let status: &str = row.try_get(3)?;
+        let steps: &str = row.try_get(5)?;
+        Ok(Self {
+            user_id: row.try_get(0)?,
+            flow: row.try_get(1)?,
+            version: row.try_get(2)?,
+            status: FlowStatus::parse(status).ok_or_else(|| corrupt("status", status))?,
+            current_step: row.try_get(4)?,
+            steps: serde_json::from_str(steps).map_err(|_| corrupt("steps", steps))?,
+            started_at: row.try_get(6)?,
+            completed_at: row.try_get(7)?,
+            dismissed_at: row.try_get(8)?,
+            snoozed_until: row.try_get(9)?,
+            revision: row.try_get(10)?,
+            created_at: row.try_get(11)?,
+            updated_at: row.try_get(12)?,
+        })
+    }
+}
+
 /// A stored value this code did not write: reported as a fault.
-fn corrupt(column: &str, value: &str) -> DbError {
+fn corrupt(column: &str, value: &str) -> sqlx::Error {
     let shown: String = value.chars().take(64).collect();
-    sqlx::Error::Decode(format!("unexpected {column} in the database: {shown:?}").into()).into()
+    sqlx::Error::Decode(format!("unexpected {column} in the database: {shown:?}").into())
 }
 
 fn internal(error: serde_json::Error) -> Error {

@@ -8,7 +8,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::{DbError, Provenance, Result};
-use crate::domain::{Change, OnboardingState, UserId};
+use crate::domain::{Change, FlowState, OnboardingState, UserId};
 
 /// Most reads or writes taken as one group.
 pub const MAX_GROUP: usize = 256;
@@ -16,14 +16,14 @@ pub const MAX_GROUP: usize = 256;
 /// The queues to a database's writer and readers, and their tasks.
 #[derive(Debug, Clone)]
 pub struct Queues {
-    writes: mpsc::Sender<Job<(UserId, Write)>>,
+    writes: mpsc::Sender<Job<WriteRequest>>,
     reads: flume::Sender<Job<Read>>,
     tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
     readers: usize,
 }
 
 /// The receiving ends, for the tasks that serve them.
-pub type WriteQueue = mpsc::Receiver<Job<(UserId, Write)>>;
+pub type WriteQueue = mpsc::Receiver<Job<WriteRequest>>;
 pub type ReadQueue = flume::Receiver<Job<Read>>;
 
 impl Queues {
@@ -48,15 +48,30 @@ impl Queues {
             .push(task);
     }
 
-    /// A user's state (`None` only checks that the database answers).
-    pub async fn read(&self, user: Read) -> Result<Option<OnboardingState>> {
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<()> {
+        self.read(Read::Ping).await
+    }
+
+    /// A user's state, if stored.
+    pub async fn state(&self, user_id: &UserId) -> Result<Option<OnboardingState>> {
+        self.read(|answer| Read::State(user_id.clone(), answer))
+            .await
+    }
+
+    /// A user's state in a flow, if stored.
+    pub async fn flow_state(&self, user_id: &str, flow: &str) -> Result<Option<FlowState>> {
+        self.read(|answer| Read::FlowState(user_id.to_owned(), flow.to_owned(), answer))
+            .await
+    }
+
+    /// Queues the read `ask` makes of its answer's sender, and waits for it.
+    async fn read<T>(&self, ask: impl FnOnce(Answer<T>) -> Read) -> Result<T> {
         let (answer, answered) = oneshot::channel();
-        let job = Job::Request(Request {
-            user,
-            now: Utc::now(),
-            answer,
-        });
-        self.reads.send_async(job).await.map_err(|_| closed())?;
+        self.reads
+            .send_async(Job::Request(ask(answer)))
+            .await
+            .map_err(|_| closed())?;
         answered.await.map_err(|_| closed())?
     }
 
@@ -116,19 +131,113 @@ pub enum Write {
     Apply(Change, Provenance),
 }
 
-/// What a read asks: one user's state, or (`None`) only that the database answers.
-pub type Read = Option<UserId>;
+/// A read, and where its answer goes: a user's state, a user's state in a
+/// flow, or only whether the database answers.
+pub enum Read {
+    Ping(Answer<()>),
+    State(UserId, Answer<Option<OnboardingState>>),
+    FlowState(String, String, Answer<Option<FlowState>>),
+}
 
-/// One queued request and where its answer goes, or the word to stop.
+pub type Answer<T> = oneshot::Sender<Result<T>>;
+
+/// One queued request, or the word to stop.
 pub enum Job<T> {
-    Request(Request<T>),
+    Request(T),
     Close,
 }
 
+/// A write and where its answer goes.
 pub struct Request<T> {
     pub user: T,
     pub now: DateTime<Utc>,
-    pub answer: oneshot::Sender<Result<Option<OnboardingState>>>,
+    pub answer: Answer<Option<OnboardingState>>,
+}
+
+pub type WriteRequest = Request<(UserId, Write)>;
+
+/// What a reader connection answers a group of reads with: the states
+/// stored of any of the users, and of any of the (user, flow) pairs.
+pub trait Reader {
+    fn states(
+        &mut self,
+        user_ids: Vec<&str>,
+    ) -> impl Future<Output = Result<Vec<OnboardingState>>> + Send;
+
+    fn flow_states(
+        &mut self,
+        keys: Vec<(&str, &str)>,
+    ) -> impl Future<Output = Result<Vec<FlowState>>> + Send;
+
+    /// Closes the reader's connection, if it holds one of its own.
+    fn finish(self) -> impl Future<Output = ()> + Send;
+}
+
+/// A reader task: takes every read waiting, up to `MAX_GROUP`, and answers
+/// them together, until told to close.
+pub async fn read_groups(mut reader: impl Reader, queue: ReadQueue) {
+    while let Ok(first) = queue.recv_async().await {
+        let (group, close) = gather(first, || queue.try_recv().ok());
+        answer_reads(&mut reader, group).await;
+        if close {
+            break;
+        }
+    }
+    reader.finish().await;
+}
+
+/// Answers a group of reads with at most one statement of each kind. A
+/// group of pings alone runs the states statement with no users, which
+/// still needs the database to answer.
+async fn answer_reads(reader: &mut impl Reader, group: Vec<Read>) {
+    let mut pings = Vec::new();
+    let mut states = Vec::new();
+    let mut flow_states = Vec::new();
+    for read in group {
+        match read {
+            Read::Ping(answer) => pings.push(answer),
+            Read::State(user_id, answer) => states.push((user_id, answer)),
+            Read::FlowState(user_id, flow, answer) => flow_states.push((user_id, flow, answer)),
+        }
+    }
+    if !states.is_empty() || (!pings.is_empty() && flow_states.is_empty()) {
+        let user_ids = states.iter().map(|(user_id, _)| user_id.as_str()).collect();
+        let found = reader.states(user_ids).await;
+        for (user_id, answer) in states {
+            let state = found.as_ref().map_err(Clone::clone).map(|found| {
+                found
+                    .iter()
+                    .find(|state| state.user_id == user_id.as_str())
+                    .cloned()
+            });
+            let _ = answer.send(state);
+        }
+        answer_pings(&mut pings, found.map(drop));
+    }
+    if !flow_states.is_empty() {
+        let keys = flow_states
+            .iter()
+            .map(|(user_id, flow, _)| (user_id.as_str(), flow.as_str()))
+            .collect();
+        let found = reader.flow_states(keys).await;
+        for (user_id, flow, answer) in flow_states {
+            let state = found.as_ref().map_err(Clone::clone).map(|found| {
+                found
+                    .iter()
+                    .find(|state| state.user_id == user_id && state.flow == flow)
+                    .cloned()
+            });
+            let _ = answer.send(state);
+        }
+        answer_pings(&mut pings, found.map(drop));
+    }
+}
+
+/// Answers the pings waiting, with whether a statement just run succeeded.
+fn answer_pings(pings: &mut Vec<Answer<()>>, ran: Result<()>) {
+    for ping in pings.drain(..) {
+        let _ = ping.send(ran.clone());
+    }
 }
 
 /// What a request gets when the writer or readers have stopped.
@@ -139,10 +248,7 @@ pub fn closed() -> DbError {
 /// The group that starts with `first`: every request waiting behind it, up
 /// to `MAX_GROUP`, and whether a `Close` ended it. Each queue user takes one
 /// `Close` at most, so every reader gets one of its own.
-pub fn gather<T>(
-    first: Job<T>,
-    mut waiting: impl FnMut() -> Option<Job<T>>,
-) -> (Vec<Request<T>>, bool) {
+pub fn gather<T>(first: Job<T>, mut waiting: impl FnMut() -> Option<Job<T>>) -> (Vec<T>, bool) {
     let mut group = Vec::new();
     let mut next = Some(first);
     while let Some(job) = next {

@@ -24,7 +24,7 @@ use sqlx::sqlite::SqliteError;
 use crate::config::DatabaseArgs;
 use crate::domain::{Change, OnboardingState, Step, UserId};
 
-pub use flows::{Decide, Erased, FlowStore, Idempotency, Provenance};
+pub use flows::{Erased, FlowStore, FlowWrite, Idempotency, Provenance};
 pub use postgres::Postgres;
 pub use sqlite::Sqlite;
 
@@ -35,6 +35,23 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 macro_rules! columns {
     () => {
         "user_id, is_completed, current_step, completed_at, created_at, updated_at"
+    };
+}
+
+/// The columns of `flow_state`, in the order `FlowState` reads them.
+macro_rules! flow_state_columns {
+    () => {
+        "user_id, flow, version, status, current_step, steps, started_at, completed_at, \
+         dismissed_at, snoozed_until, revision, created_at, updated_at"
+    };
+}
+
+/// The same columns for the built-in flow `onboarding`, whose states are
+/// the rows of `onboarding_state`.
+macro_rules! onboarding_flow_columns {
+    () => {
+        "user_id, 'onboarding' as flow, version, status, current_step, steps, started_at, \
+         completed_at, dismissed_at, snoozed_until, revision, created_at, updated_at"
     };
 }
 
@@ -392,7 +409,7 @@ impl Db {
 
     /// Checks that the database answers.
     pub async fn ping(&self) -> Result<()> {
-        self.queues().read(None).await.map(drop)
+        self.queues().ping().await
     }
 
     /// Lets the queued requests finish, then closes every connection.
@@ -407,7 +424,7 @@ impl Db {
     /// The stored state, if there is one.
     #[tracing::instrument(level = "debug", skip_all)]
     pub async fn find(&self, user_id: &UserId) -> Result<Option<OnboardingState>> {
-        self.queues().read(Some(user_id.clone())).await
+        self.queues().state(user_id).await
     }
 
     /// Inserts a fresh state unless one exists, then reads it. Concurrent

@@ -9,9 +9,9 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgPool;
 
-use super::groups::{self, Queues, ReadQueue, Request, Write, WriteQueue, gather};
+use super::groups::{self, Queues, Reader, Write, WriteQueue, WriteRequest, gather};
 use super::{DbError, FlowStore, Result, Upserts};
-use crate::domain::{Change, OnboardingState, Step, UserId};
+use crate::domain::{Change, FlowState, OnboardingState, Step};
 
 /// The rows of a group: `$1` user ids, `$2` steps, `$3` times; then the
 /// created and updated times.
@@ -79,6 +79,18 @@ const FIND_ANY: &str = concat!(
     " from onboarding_state where user_id = any($1)"
 );
 
+/// The states of every (user id, flow) pair of `$1` and `$2`; the flow
+/// `onboarding` reads `onboarding_state`.
+const FIND_FLOW_STATES: &str = concat!(
+    "select ",
+    flow_state_columns!(),
+    " from flow_state where (user_id, flow) in \
+     (select * from unnest($1::text[], $2::text[])) union all select ",
+    onboarding_flow_columns!(),
+    " from onboarding_state where user_id in \
+     (select w.u from unnest($1::text[], $2::text[]) as w(u, f) where w.f = 'onboarding')"
+);
+
 /// Fresh states for the users of the group that have none.
 const CREATE_MISSING: &str = concat!(
     "insert into onboarding_state (",
@@ -117,9 +129,12 @@ impl Postgres {
         let (queues, write_queue, read_queue) = Queues::new(readers);
         queues.started(tokio::spawn(write_groups(pool.clone(), write_queue)));
         for _ in 0..readers {
-            queues.started(tokio::spawn(read_groups(pool.clone(), read_queue.clone())));
+            queues.started(tokio::spawn(groups::read_groups(
+                pool.clone(),
+                read_queue.clone(),
+            )));
         }
-        let flows = FlowStore::Postgres(pool.clone());
+        let flows = FlowStore::postgres(pool.clone(), queues.clone());
         Self {
             pool,
             queues,
@@ -140,32 +155,26 @@ impl Postgres {
     }
 }
 
-/// A reader: every read waiting, up to a group, answered from one statement.
-async fn read_groups(pool: PgPool, queue: ReadQueue) {
-    while let Ok(first) = queue.recv_async().await {
-        let (group, close) = gather(first, || queue.try_recv().ok());
-        if !group.is_empty() {
-            let ids: Vec<String> = group
-                .iter()
-                .filter_map(|request| request.user.as_ref())
-                .map(|user_id| user_id.as_str().to_owned())
-                .collect();
-            let found = find_any(&pool, ids).await;
-            for request in group {
-                let state = match &found {
-                    Ok(states) => Ok(request
-                        .user
-                        .as_ref()
-                        .and_then(|user_id| states.get(user_id.as_str()).cloned())),
-                    Err(error) => Err(error.clone()),
-                };
-                let _ = request.answer.send(state);
-            }
-        }
-        if close {
-            break;
-        }
+/// The pool answers each kind of read in a group with one statement.
+impl Reader for PgPool {
+    async fn states(&mut self, user_ids: Vec<&str>) -> Result<Vec<OnboardingState>> {
+        Ok(sqlx::query_as(FIND_ANY)
+            .bind(user_ids)
+            .fetch_all(&*self)
+            .await?)
     }
+
+    async fn flow_states(&mut self, keys: Vec<(&str, &str)>) -> Result<Vec<FlowState>> {
+        let (user_ids, flows): (Vec<&str>, Vec<&str>) = keys.into_iter().unzip();
+        Ok(sqlx::query_as(FIND_FLOW_STATES)
+            .bind(user_ids)
+            .bind(flows)
+            .fetch_all(&*self)
+            .await?)
+    }
+
+    /// The pool is the server's, closed with it.
+    async fn finish(self) {}
 }
 
 async fn find_any(pool: &PgPool, ids: Vec<String>) -> Result<HashMap<String, OnboardingState>> {
@@ -193,8 +202,6 @@ async fn write_groups(pool: PgPool, mut queue: WriteQueue) {
         }
     }
 }
-
-type WriteRequest = Request<(UserId, Write)>;
 
 /// The first write of each user in `group`, and the writes that come after.
 fn one_round(group: Vec<WriteRequest>) -> (Vec<WriteRequest>, Vec<WriteRequest>) {

@@ -19,9 +19,12 @@ use sqlx::sqlite::{
 };
 use sqlx::{ConnectOptions, Connection};
 
-use super::groups::{self, Queues, ReadQueue, Write, WriteQueue, gather};
-use super::{ConnectError, DbError, FlowStore, Result, Upserts};
-use crate::domain::{OnboardingState, Step, UserId};
+use tokio::sync::mpsc;
+
+use super::flows::{self, FlowWrite, QueuedFlowWrite};
+use super::groups::{self, Job, Queues, Reader, Write, WriteQueue, gather};
+use super::{ConnectError, FlowStore, Result, Upserts};
+use crate::domain::{Error, FlowState, OnboardingState, Step, UserId};
 
 /// How long SQLite waits for another process's writer before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -31,6 +34,18 @@ const FIND_MANY: &str = concat!(
     "select ",
     columns!(),
     " from onboarding_state where user_id in (select value from json_each($1))"
+);
+
+/// The states of every (user id, flow) pair of `$1`, a JSON array of pairs;
+/// the flow `onboarding` reads `onboarding_state`.
+const FIND_FLOW_STATES: &str = concat!(
+    "select ",
+    flow_state_columns!(),
+    " from flow_state where (user_id, flow) in \
+     (select value ->> 0, value ->> 1 from json_each($1)) union all select ",
+    onboarding_flow_columns!(),
+    " from onboarding_state where user_id in \
+     (select value ->> 0 from json_each($1) where value ->> 1 = 'onboarding')"
 );
 
 /// Each write runs inside a savepoint of the group's transaction, in the
@@ -118,18 +133,22 @@ impl Sqlite {
         let writer = options.connect().await.map_err(cannot_open)?;
         let readers = groups::readers(max_connections);
         let (queues, write_queue, read_queue) = Queues::new(readers);
+        let (flow_writes, flow_write_queue) = mpsc::channel(4 * groups::MAX_GROUP);
         queues.started(tokio::spawn(write_groups(
             writer,
             options.clone(),
             write_queue,
+            flow_write_queue,
         )));
         for _ in 0..readers {
             let reader = options.connect().await.map_err(cannot_open)?;
-            queues.started(tokio::spawn(read_groups(reader, read_queue.clone())));
+            queues.started(tokio::spawn(groups::read_groups(
+                reader,
+                read_queue.clone(),
+            )));
         }
-        // Flows read and write through a pool of their own; a write takes
-        // SQLite's one write lock (`begin immediate`), waiting for the group
-        // writer's commit when it holds it.
+        // Flows write through the writer above, read through the readers,
+        // and list and publish through a pool of their own.
         let flows = SqlitePoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(super::ACQUIRE_TIMEOUT)
@@ -138,8 +157,8 @@ impl Sqlite {
             .map_err(cannot_open)?;
         Ok(Self {
             options: Arc::new(options),
+            flows: FlowStore::sqlite(flows, flow_writes, queues.clone()),
             queues,
-            flows: FlowStore::Sqlite(flows),
         })
     }
 
@@ -163,31 +182,55 @@ impl Sqlite {
     }
 }
 
-/// The writer: takes every write waiting, up to `MAX_GROUP`, commits them in
-/// one transaction, and only then answers each.
+/// The writer: takes every write waiting, up to `MAX_GROUP` of each kind
+/// (the original API's and flows'), commits them in one transaction, and
+/// only then answers each.
 async fn write_groups(
     mut connection: SqliteConnection,
     options: SqliteConnectOptions,
     mut queue: WriteQueue,
+    mut flow_queue: mpsc::Receiver<QueuedFlowWrite>,
 ) {
-    while let Some(first) = queue.recv().await {
-        let (group, close) = gather(first, || queue.try_recv().ok());
-        if !group.is_empty() {
+    loop {
+        let mut flow_writes = Vec::new();
+        let (group, close) = tokio::select! {
+            job = queue.recv() => gather(job.unwrap_or(Job::Close), || queue.try_recv().ok()),
+            Some(first) = flow_queue.recv() => {
+                flow_writes.push(first);
+                match queue.try_recv() {
+                    Ok(job) => gather(job, || queue.try_recv().ok()),
+                    Err(_) => (Vec::new(), false),
+                }
+            }
+        };
+        while flow_writes.len() < groups::MAX_GROUP
+            && let Ok(write) = flow_queue.try_recv()
+        {
+            flow_writes.push(write);
+        }
+        if !group.is_empty() || !flow_writes.is_empty() {
             let writes = group
                 .iter()
                 .map(|request| (request.user.0.clone(), request.user.1.clone(), request.now))
                 .collect();
-            match commit_group(&mut connection, writes).await {
-                Ok(results) => {
+            let (flow_writes, flow_answers): (Vec<_>, Vec<_>) = flow_writes.into_iter().unzip();
+            match commit_group(&mut connection, writes, flow_writes).await {
+                Ok((results, flow_results)) => {
                     tracing::debug!(writes = group.len(), "group committed");
                     for (request, result) in group.into_iter().zip(results) {
                         let _ = request.answer.send(result.map(Some));
+                    }
+                    for (answer, result) in flow_answers.into_iter().zip(flow_results) {
+                        let _ = answer.send(result);
                     }
                 }
                 Err(error) => {
                     tracing::debug!(writes = group.len(), %error, "group failed");
                     for request in group {
                         let _ = request.answer.send(Err(error.clone()));
+                    }
+                    for answer in flow_answers {
+                        let _ = answer.send(Err(error.clone().into()));
                     }
                     connection = reopened(connection, options.clone()).await;
                 }
@@ -225,11 +268,12 @@ async fn reopened(
 async fn commit_group(
     connection: &mut SqliteConnection,
     group: Vec<(UserId, Write, DateTime<Utc>)>,
-) -> Result<Vec<Result<OnboardingState>>> {
+    flow_writes: Vec<FlowWrite>,
+) -> Result<(Vec<Result<OnboardingState>>, Vec<Result<FlowState, Error>>)> {
     sqlx::query("begin immediate")
         .execute(&mut *connection)
         .await?;
-    let written = write_group(connection, group).await;
+    let written = write_group(connection, group, flow_writes).await;
     let finished = match &written {
         Ok(_) => sqlx::query("commit").execute(&mut *connection).await,
         Err(_) => sqlx::query("rollback").execute(&mut *connection).await,
@@ -246,13 +290,19 @@ async fn commit_group(
 }
 
 /// The writes of a group, in the open transaction: each one's result.
+/// The original API's writes go first: they work from the states read at
+/// the start, which a flow write of `onboarding` would make stale.
 async fn write_group(
     connection: &mut SqliteConnection,
     group: Vec<(UserId, Write, DateTime<Utc>)>,
-) -> Result<Vec<Result<OnboardingState>>> {
-    let ids = json_ids(group.iter().map(|(user_id, _, _)| user_id));
+    flow_writes: Vec<FlowWrite>,
+) -> Result<(Vec<Result<OnboardingState>>, Vec<Result<FlowState, Error>>)> {
+    let ids: Vec<&str> = group
+        .iter()
+        .map(|(user_id, _, _)| user_id.as_str())
+        .collect();
     let stored = sqlx::query_as::<_, OnboardingState>(FIND_MANY)
-        .bind(ids)
+        .bind(json(&ids))
         .fetch_all(&mut *connection)
         .await;
     let stored = stored?;
@@ -301,7 +351,11 @@ async fn write_group(
         }
         results.push(result);
     }
-    Ok(results)
+    let mut flow_results = Vec::with_capacity(flow_writes.len());
+    for write in flow_writes {
+        flow_results.push(flows::write_in_savepoint(connection, write).await?);
+    }
+    Ok((results, flow_results))
 }
 
 /// `now`, or a microsecond past the stored `updated_at` when the clock has
@@ -313,45 +367,29 @@ fn written_at(stored: Option<&OnboardingState>, now: DateTime<Utc>) -> DateTime<
         .unwrap_or(now)
 }
 
-/// A reader: takes every read waiting, up to `MAX_GROUP`, and answers them
-/// all from one statement.
-async fn read_groups(mut connection: SqliteConnection, queue: ReadQueue) {
-    while let Ok(first) = queue.recv_async().await {
-        let (group, close) = gather(first, || queue.try_recv().ok());
-        if !group.is_empty() {
-            let ids = json_ids(group.iter().filter_map(|request| request.user.as_ref()));
-            let found = sqlx::query_as::<_, OnboardingState>(FIND_MANY)
-                .bind(ids)
-                .fetch_all(&mut connection)
-                .await;
-            match found {
-                Ok(states) => {
-                    for request in group {
-                        let state = request.user.as_ref().and_then(|user_id| {
-                            states
-                                .iter()
-                                .find(|state| state.user_id == user_id.as_str())
-                        });
-                        let _ = request.answer.send(Ok(state.cloned()));
-                    }
-                }
-                Err(error) => {
-                    let error = DbError::from(error);
-                    for request in group {
-                        let _ = request.answer.send(Err(error.clone()));
-                    }
-                }
-            }
-        }
-        if close {
-            break;
-        }
+/// A reader connection answers each kind of read in a group with one
+/// statement.
+impl Reader for SqliteConnection {
+    async fn states(&mut self, user_ids: Vec<&str>) -> Result<Vec<OnboardingState>> {
+        Ok(sqlx::query_as(FIND_MANY)
+            .bind(json(&user_ids))
+            .fetch_all(self)
+            .await?)
     }
-    let _ = connection.close().await;
+
+    async fn flow_states(&mut self, keys: Vec<(&str, &str)>) -> Result<Vec<FlowState>> {
+        Ok(sqlx::query_as(FIND_FLOW_STATES)
+            .bind(json(&keys))
+            .fetch_all(self)
+            .await?)
+    }
+
+    async fn finish(self) {
+        let _ = self.close().await;
+    }
 }
 
-/// User ids as the JSON array `FIND_MANY` reads.
-fn json_ids<'a>(ids: impl Iterator<Item = &'a UserId>) -> String {
-    let ids: Vec<&str> = ids.map(UserId::as_str).collect();
-    serde_json::to_string(&ids).unwrap_or_else(|_| "[]".to_owned())
+/// A statement's list of values as the JSON array `json_each` reads.
+fn json(values: &impl serde::Serialize) -> String {
+    serde_json::to_string(values).unwrap_or_else(|_| "[]".to_owned())
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use crate::db::{Db, Erased, FlowStore, Idempotency, Provenance};
+use crate::db::{Db, Erased, FlowStore, FlowWrite, Idempotency, Provenance};
 use crate::domain::{
     Error, Flow, FlowChange, FlowDeclaration, FlowEvent, FlowState, FlowVersion, Happened,
     ONBOARDING, Result, UserId, Viewer, check_key, now, unknown_flow,
@@ -195,7 +195,7 @@ impl Flows {
             Some(state) => state,
             None => {
                 let fresh = FlowState::new(user_id.as_str(), flow.latest(), now);
-                self.store.create(&fresh).await?
+                self.store.create(fresh).await?
             }
         };
         self.current(viewer, &flow, state, now).await
@@ -256,12 +256,12 @@ impl Flows {
         let decided_flow = Arc::clone(&flow);
         let written = self
             .store
-            .write(
+            .write(FlowWrite {
                 fresh,
                 provenance,
                 idempotency,
                 now,
-                Box::new(move |stored: &FlowState| {
+                decide: Box::new(move |stored: &FlowState| {
                     if let Some(expected) = options.expected_revision
                         && expected != stored.revision
                     {
@@ -277,7 +277,7 @@ impl Flows {
                     happenings.push(next.apply(&change, version, decided_flow.latest(), now)?);
                     Ok(Some((next, happenings)))
                 }),
-            )
+            })
             .await?;
         FlowStateView::new(&flow, written, now)
     }
@@ -392,17 +392,17 @@ impl Flows {
         let provenance = provenance(viewer, None);
         let written = self
             .store
-            .write(
-                state.clone(),
+            .write(FlowWrite {
+                fresh: state.clone(),
                 provenance,
-                None,
+                idempotency: None,
                 now,
-                Box::new(move |stored: &FlowState| {
+                decide: Box::new(move |stored: &FlowState| {
                     let mut next = stored.clone().as_of(now);
                     Ok(reonboarded(&decided_flow, &mut next, now)?
                         .map(|happened| (next, vec![happened])))
                 }),
-            )
+            })
             .await?;
         FlowStateView::new(flow, written, now)
     }
