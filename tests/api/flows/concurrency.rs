@@ -185,8 +185,102 @@ async fn of_two_concurrent_writes_with_the_same_expected_revision_exactly_one_ap
     assert!(events.iter().all(|event| event["type"] == "FLOW_DISMISSED"));
 }
 
+/// The original API's mutations and flow mutations of `onboarding` write
+/// one row: sent together, each applies once, in one history.
+async fn original_and_flow_writes_of_onboarding_at_once_each_apply_once(backend: Backend) {
+    const EACH: usize = 25;
+    let app = spawn_app(backend).await;
+    let mut requests = Vec::new();
+    for i in 0..EACH {
+        let args = json!({ "step": i + 1 });
+        let query =
+            "mutation($step: Int!) { setOnboardingStep(step: $step) { currentStep updatedAt } }";
+        requests.push((query.to_owned(), args));
+        let args = json!({ "flow": "onboarding" });
+        requests.push((operation("mutation", "dismissFlow", &args, STATE), args));
+    }
+    let bodies = all_at_once(&app, Who::User("alice"), requests).await;
+
+    let mut revisions = BTreeSet::new();
+    for body in &bodies {
+        assert!(body.get("errors").is_none(), "every write succeeds: {body}");
+        if let Some(revision) = body["data"]["dismissFlow"]["revision"].as_i64() {
+            revisions.insert(revision);
+        }
+    }
+    assert_eq!(
+        revisions.len(),
+        EACH,
+        "each flow write got a revision of its own"
+    );
+    let state = state_of(&app, "alice", "onboarding").await;
+    assert_eq!(
+        state["revision"],
+        2 * EACH as i64,
+        "every write counted once"
+    );
+    let latest = bodies
+        .iter()
+        .filter_map(|body| {
+            let written = body["data"].as_object()?.values().next()?;
+            written["updatedAt"].as_str().map(str::to_owned)
+        })
+        .max()
+        .expect("times");
+    assert_eq!(
+        state["updatedAt"], latest,
+        "the state carries the time of the write that landed last"
+    );
+    let events = events_of(&app, "alice", Some("onboarding")).await;
+    let count = |kind: &str| events.iter().filter(|event| event["type"] == kind).count();
+    assert_eq!(count("STEP_SET"), EACH, "{events:?}");
+    assert_eq!(count("FLOW_DISMISSED"), EACH, "{events:?}");
+    assert_eq!(events.len(), 2 * EACH);
+}
+
+/// Writes refused while others apply at the same time change nothing, and
+/// the others are unaffected.
+async fn refused_writes_among_concurrent_ones_change_nothing(backend: Backend) {
+    const STEPS: usize = 10;
+    let app = spawn_app(backend).await;
+    let keys: Vec<String> = (0..STEPS).map(|i| format!("step-{i}")).collect();
+    let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    publish_ok(&app, declaration("checklist", &key_refs)).await;
+    let mut requests = Vec::new();
+    for key in &keys {
+        let args = json!({ "flow": "checklist", "step": key });
+        requests.push((operation("mutation", "completeStep", &args, STATE), args));
+        let stale = json!({ "flow": "checklist", "step": key, "expectedRevision": 1000 });
+        requests.push((operation("mutation", "completeStep", &stale, STATE), stale));
+    }
+    let bodies = all_at_once(&app, Who::User("alice"), requests).await;
+
+    for (index, body) in bodies.iter().enumerate() {
+        if index % 2 == 0 {
+            assert!(body.get("errors").is_none(), "applies: {body}");
+        } else {
+            assert_eq!(
+                body["errors"][0]["extensions"]["code"], "CONFLICT",
+                "{body}"
+            );
+            assert_eq!(body["data"], Value::Null, "{body}");
+        }
+    }
+    let state = state_of(&app, "alice", "checklist").await;
+    assert_eq!(state["revision"], STEPS as i64);
+    assert_eq!(state["status"], "COMPLETED");
+    let events = events_of(&app, "alice", Some("checklist")).await;
+    assert_eq!(
+        events.len(),
+        STEPS,
+        "no event of a refused write: {events:?}"
+    );
+}
+
 on_both_backends!(
     a_hundred_concurrent_complete_steps_each_apply_once_and_match_the_events,
+    original_and_flow_writes_of_onboarding_at_once_each_apply_once,
+    refused_writes_among_concurrent_ones_change_nothing,
     fifty_concurrent_first_flow_state_reads_all_see_one_state,
     of_two_concurrent_writes_with_the_same_expected_revision_exactly_one_applies,
 );
