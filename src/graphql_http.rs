@@ -283,12 +283,30 @@ fn executed(media: MediaType, mut response: async_graphql::Response, parsed: boo
         let body = json!({ "errors": response.errors });
         return graphql_response(media, media.invalid_document_status(), body);
     }
-    let mut body = json!({ "errors": response.errors });
-    if response.errors.is_empty() {
-        body = json!({});
+    // Written straight from async-graphql's values: the response is most of
+    // what a read costs to answer, and a detour through `serde_json::Value`
+    // would build it twice.
+    let body = ExecutedBody {
+        errors: &response.errors,
+        data: &response.data,
+    };
+    match serde_json::to_string(&body) {
+        Ok(body) => graphql_text_response(media, StatusCode::OK, body),
+        Err(error) => {
+            tracing::error!(%error, "cannot serialize a response");
+            let internal = Error::Internal(Box::new(error));
+            let body = error_body(internal.code(), &internal.to_string());
+            graphql_response(media, StatusCode::INTERNAL_SERVER_ERROR, body)
+        }
     }
-    body["data"] = serde_json::to_value(&response.data).unwrap_or(Value::Null);
-    graphql_response(media, StatusCode::OK, body)
+}
+
+/// The body of an executed request: its errors, if any, then its data.
+#[derive(serde::Serialize)]
+struct ExecutedBody<'a> {
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    errors: &'a [async_graphql::ServerError],
+    data: &'a async_graphql::Value,
 }
 
 /// The operation a request would run, if the document names it.
@@ -459,6 +477,10 @@ fn unauthorized(media: MediaType, error: &TokenError) -> Response {
 }
 
 fn graphql_response(media: MediaType, status: StatusCode, body: Value) -> Response {
+    graphql_text_response(media, status, body.to_string())
+}
+
+fn graphql_text_response(media: MediaType, status: StatusCode, body: String) -> Response {
     let headers = [
         (header::CONTENT_TYPE, media.content_type()),
         // Onboarding states are per user: no shared cache may keep them.
@@ -468,5 +490,5 @@ fn graphql_response(media: MediaType, status: StatusCode, body: Value) -> Respon
             HeaderValue::from_static("Accept, Authorization"),
         ),
     ];
-    (status, headers, body.to_string()).into_response()
+    (status, headers, body).into_response()
 }

@@ -8,7 +8,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::{DbError, Provenance, Result};
-use crate::domain::{Change, FlowState, OnboardingState, UserId};
+use crate::domain::{Change, FlowState, ONBOARDING, OnboardingState, UserId};
 
 /// Most reads or writes taken as one group.
 pub const MAX_GROUP: usize = 256;
@@ -164,9 +164,16 @@ pub trait Reader {
         user_ids: Vec<&str>,
     ) -> impl Future<Output = Result<Vec<OnboardingState>>> + Send;
 
+    /// The states of the (user id, flow) pairs, none of them `onboarding`.
     fn flow_states(
         &mut self,
         keys: Vec<(&str, &str)>,
+    ) -> impl Future<Output = Result<Vec<FlowState>>> + Send;
+
+    /// The states of the users in the built-in flow `onboarding`.
+    fn onboarding_flow_states(
+        &mut self,
+        user_ids: Vec<&str>,
     ) -> impl Future<Output = Result<Vec<FlowState>>> + Send;
 
     /// Closes the reader's connection, if it holds one of its own.
@@ -215,11 +222,7 @@ async fn answer_reads(reader: &mut impl Reader, group: Vec<Read>) {
         answer_pings(&mut pings, found.map(drop));
     }
     if !flow_states.is_empty() {
-        let keys = flow_states
-            .iter()
-            .map(|(user_id, flow, _)| (user_id.as_str(), flow.as_str()))
-            .collect();
-        let found = reader.flow_states(keys).await;
+        let found = find_flow_states(reader, &flow_states).await;
         for (user_id, flow, answer) in flow_states {
             let state = found.as_ref().map_err(Clone::clone).map(|found| {
                 found
@@ -231,6 +234,27 @@ async fn answer_reads(reader: &mut impl Reader, group: Vec<Read>) {
         }
         answer_pings(&mut pings, found.map(drop));
     }
+}
+
+/// The states of the users in their flows, from at most one statement per
+/// table: `onboarding`'s are in `onboarding_state`, the others in `flow_state`.
+async fn find_flow_states<T>(
+    reader: &mut impl Reader,
+    reads: &[(String, String, T)],
+) -> Result<Vec<FlowState>> {
+    let (onboarding, others): (Vec<_>, Vec<_>) = reads
+        .iter()
+        .map(|(user_id, flow, _)| (user_id.as_str(), flow.as_str()))
+        .partition(|(_, flow)| *flow == ONBOARDING);
+    let mut found = Vec::new();
+    if !others.is_empty() {
+        found = reader.flow_states(others).await?;
+    }
+    if !onboarding.is_empty() {
+        let user_ids = onboarding.into_iter().map(|(user_id, _)| user_id).collect();
+        found.extend(reader.onboarding_flow_states(user_ids).await?);
+    }
+    Ok(found)
 }
 
 /// Answers the pings waiting, with whether a statement just run succeeded.

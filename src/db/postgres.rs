@@ -79,16 +79,18 @@ const FIND_ANY: &str = concat!(
     " from onboarding_state where user_id = any($1)"
 );
 
-/// The states of every (user id, flow) pair of `$1` and `$2`; the flow
-/// `onboarding` reads `onboarding_state`.
+/// The states of every (user id, flow) pair of `$1` and `$2`.
 const FIND_FLOW_STATES: &str = concat!(
     "select ",
     flow_state_columns!(),
-    " from flow_state where (user_id, flow) in \
-     (select * from unnest($1::text[], $2::text[])) union all select ",
+    " from flow_state where (user_id, flow) in (select * from unnest($1::text[], $2::text[]))"
+);
+
+/// The states in the built-in flow `onboarding` of the user ids of `$1`.
+const FIND_ONBOARDING_FLOW_STATES: &str = concat!(
+    "select ",
     onboarding_flow_columns!(),
-    " from onboarding_state where user_id in \
-     (select w.u from unnest($1::text[], $2::text[]) as w(u, f) where w.f = 'onboarding')"
+    " from onboarding_state where user_id = any($1)"
 );
 
 /// Fresh states for the users of the group that have none.
@@ -169,6 +171,13 @@ impl Reader for PgPool {
         Ok(sqlx::query_as(FIND_FLOW_STATES)
             .bind(user_ids)
             .bind(flows)
+            .fetch_all(&*self)
+            .await?)
+    }
+
+    async fn onboarding_flow_states(&mut self, user_ids: Vec<&str>) -> Result<Vec<FlowState>> {
+        Ok(sqlx::query_as(FIND_ONBOARDING_FLOW_STATES)
+            .bind(user_ids)
             .fetch_all(&*self)
             .await?)
     }

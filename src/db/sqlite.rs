@@ -36,16 +36,19 @@ const FIND_MANY: &str = concat!(
     " from onboarding_state where user_id in (select value from json_each($1))"
 );
 
-/// The states of every (user id, flow) pair of `$1`, a JSON array of pairs;
-/// the flow `onboarding` reads `onboarding_state`.
+/// The states of every (user id, flow) pair of `$1`, a JSON array of pairs.
 const FIND_FLOW_STATES: &str = concat!(
     "select ",
     flow_state_columns!(),
     " from flow_state where (user_id, flow) in \
-     (select value ->> 0, value ->> 1 from json_each($1)) union all select ",
+     (select value ->> 0, value ->> 1 from json_each($1))"
+);
+
+/// The states in the built-in flow `onboarding` of the user ids of `$1`.
+const FIND_ONBOARDING_FLOW_STATES: &str = concat!(
+    "select ",
     onboarding_flow_columns!(),
-    " from onboarding_state where user_id in \
-     (select value ->> 0 from json_each($1) where value ->> 1 = 'onboarding')"
+    " from onboarding_state where user_id in (select value from json_each($1))"
 );
 
 /// Each write runs inside a savepoint of the group's transaction, in the
@@ -380,6 +383,13 @@ impl Reader for SqliteConnection {
     async fn flow_states(&mut self, keys: Vec<(&str, &str)>) -> Result<Vec<FlowState>> {
         Ok(sqlx::query_as(FIND_FLOW_STATES)
             .bind(json(&keys))
+            .fetch_all(self)
+            .await?)
+    }
+
+    async fn onboarding_flow_states(&mut self, user_ids: Vec<&str>) -> Result<Vec<FlowState>> {
+        Ok(sqlx::query_as(FIND_ONBOARDING_FLOW_STATES)
+            .bind(json(&user_ids))
             .fetch_all(self)
             .await?)
     }

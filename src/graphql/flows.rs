@@ -8,7 +8,7 @@ use super::{client_error, request_id};
 use crate::db::Erased;
 use crate::domain::{
     self, Error, EventType, FlowChange, FlowDeclaration, FlowStatus, Reonboarding, StepDeclaration,
-    StepStatus, Viewer,
+    StepRecord, StepStatus, Viewer,
 };
 use crate::service::{EventPage, FlowStateView, Flows, UserData, WriteOptions};
 
@@ -234,20 +234,52 @@ impl Flow {
     }
 }
 
+/// One user's progress in one step: the step as declared, and what the
+/// user did in it, read only for the fields asked.
+pub struct StepState<'a> {
+    step: &'a StepDeclaration,
+    record: Option<&'a StepRecord>,
+}
+
+impl StepState<'_> {
+    /// When the step reached `status`, if it is in it.
+    fn at(&self, status: StepStatus) -> Option<DateTime> {
+        self.record
+            .filter(|record| record.status == status)
+            .map(|record| DateTime(record.at))
+    }
+}
+
 /// One user's progress in one step.
-#[derive(Debug, Clone, SimpleObject)]
-#[graphql(name = "StepState")]
-pub struct StepState {
+#[Object(name = "StepState")]
+impl StepState<'_> {
     /// The step's key.
-    key: String,
+    async fn key(&self) -> &str {
+        &self.step.key
+    }
+
     /// Not started, completed or skipped.
-    status: StepStatusValue,
+    async fn status(&self) -> StepStatusValue {
+        self.record
+            .map_or(StepStatus::NotStarted, |record| record.status)
+            .into()
+    }
+
     /// When the step was completed; null unless it is.
-    completed_at: Option<DateTime>,
+    async fn completed_at(&self) -> Option<DateTime> {
+        self.at(StepStatus::Completed)
+    }
+
     /// When the step was skipped; null unless it is.
-    skipped_at: Option<DateTime>,
+    async fn skipped_at(&self) -> Option<DateTime> {
+        self.at(StepStatus::Skipped)
+    }
+
     /// What the user gave when completing the step (completeStep's `data`).
-    data: Option<Json>,
+    async fn data(&self) -> Option<Json> {
+        let data = self.record?.data.clone()?;
+        Some(Json(serde_json::Value::Object(data)))
+    }
 }
 
 /// One user's progress in one flow.
@@ -297,27 +329,14 @@ impl FlowState {
     }
 
     /// Each step of the version, in order, with the user's progress in it.
-    async fn steps(&self) -> Vec<StepState> {
+    async fn steps(&self) -> Vec<StepState<'_>> {
         self.0
             .version()
             .steps
             .iter()
-            .map(|step| {
-                let record = self.0.state.steps.get(&step.key);
-                let at = |wanted| {
-                    record
-                        .filter(|record| record.status == wanted)
-                        .map(|record| DateTime(record.at))
-                };
-                StepState {
-                    key: step.key.clone(),
-                    status: self.0.state.step_status(&step.key).into(),
-                    completed_at: at(StepStatus::Completed),
-                    skipped_at: at(StepStatus::Skipped),
-                    data: record
-                        .and_then(|record| record.data.clone())
-                        .map(|data| Json(serde_json::Value::Object(data))),
-                }
+            .map(|step| StepState {
+                step,
+                record: self.0.state.steps.get(&step.key),
             })
             .collect()
     }
