@@ -159,6 +159,16 @@ impl FlowWrite {
     }
 }
 
+/// What `decide` makes of `stored`. A rule that panics fails its own write
+/// as an internal error, and leaves the writer that runs it serving.
+fn decided(
+    decide: Decide,
+    stored: &FlowState,
+) -> crate::domain::Result<Option<(FlowState, Vec<Happened>)>> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decide(stored)))
+        .unwrap_or_else(|_| Err(Error::Internal("a flow rule panicked".into())))
+}
+
 /// A flow write waiting for SQLite's writer, and where its answer goes.
 pub type QueuedFlowWrite = (FlowWrite, oneshot::Sender<Result<FlowState, Error>>);
 
@@ -317,7 +327,7 @@ macro_rules! backend {
                     .await
                     .map_err(DbError::from)?;
                 let stored = read_state(&row)?;
-                let Some((mut next, happenings)) = decide(&stored)? else {
+                let Some((mut next, happenings)) = decided(decide, &stored)? else {
                     return Ok(stored);
                 };
                 next.revision = stored.revision + 1;

@@ -145,7 +145,7 @@ impl From<EventType> for FlowEventType {
 
 /// One step of a flow's version.
 #[derive(Debug, Clone, SimpleObject)]
-#[graphql(name = "FlowStep")]
+#[graphql(name = "FlowStep", serial)]
 pub struct FlowStep {
     /// Stable key: what clients pass to completeStep and the like.
     key: String,
@@ -169,7 +169,7 @@ impl From<&StepDeclaration> for FlowStep {
 pub struct FlowVersion(domain::FlowVersion);
 
 /// One published version of a flow; versions never change.
-#[Object(name = "FlowVersion")]
+#[Object(name = "FlowVersion", serial)]
 impl FlowVersion {
     /// From 1, one up at each publish that changed the title or the steps.
     async fn version(&self) -> i32 {
@@ -201,7 +201,7 @@ impl FlowVersion {
 pub struct Flow(domain::Flow);
 
 /// A published flow: its latest version, and every version.
-#[Object(name = "Flow")]
+#[Object(name = "Flow", serial)]
 impl Flow {
     /// The flow's key, e.g. `welcome-tour`.
     async fn key(&self) -> &str {
@@ -251,7 +251,7 @@ impl StepState<'_> {
 }
 
 /// One user's progress in one step.
-#[Object(name = "StepState")]
+#[Object(name = "StepState", serial)]
 impl StepState<'_> {
     /// The step's key.
     async fn key(&self) -> &str {
@@ -286,7 +286,7 @@ impl StepState<'_> {
 pub struct FlowState(FlowStateView);
 
 /// One user's progress in one flow.
-#[Object(name = "FlowState")]
+#[Object(name = "FlowState", serial)]
 impl FlowState {
     /// `<userId>/<flow>`: stable, unique; clients cache by it.
     async fn id(&self) -> ID {
@@ -391,7 +391,7 @@ impl FlowState {
 pub struct FlowEvent(domain::FlowEvent);
 
 /// One recorded change of a user's state in a flow.
-#[Object(name = "FlowEvent")]
+#[Object(name = "FlowEvent", serial)]
 impl FlowEvent {
     /// Unique, increasing in the order events were recorded.
     async fn id(&self) -> ID {
@@ -447,7 +447,7 @@ impl FlowEvent {
 
 /// An event and the cursor to page on from it.
 #[derive(SimpleObject)]
-#[graphql(name = "FlowEventEdge")]
+#[graphql(name = "FlowEventEdge", serial)]
 pub struct FlowEventEdge {
     /// Pass as `after` to get the events older than this one.
     cursor: String,
@@ -457,7 +457,7 @@ pub struct FlowEventEdge {
 
 /// Where a page ends.
 #[derive(SimpleObject)]
-#[graphql(name = "PageInfo")]
+#[graphql(name = "PageInfo", serial)]
 pub struct PageInfo {
     /// Whether older events follow.
     has_next_page: bool,
@@ -467,7 +467,7 @@ pub struct PageInfo {
 
 /// A page of events, newest first.
 #[derive(SimpleObject)]
-#[graphql(name = "FlowEventConnection")]
+#[graphql(name = "FlowEventConnection", serial)]
 pub struct FlowEventConnection {
     /// The events of this page.
     edges: Vec<FlowEventEdge>,
@@ -498,7 +498,7 @@ impl From<EventPage> for FlowEventConnection {
 
 /// Everything the service keeps about one user.
 #[derive(SimpleObject)]
-#[graphql(name = "UserData")]
+#[graphql(name = "UserData", serial)]
 pub struct UserDataObject {
     /// The user.
     user_id: String,
@@ -520,7 +520,7 @@ impl From<UserData> for UserDataObject {
 
 /// What erasing a user removed.
 #[derive(SimpleObject)]
-#[graphql(name = "DeletedUserData")]
+#[graphql(name = "DeletedUserData", serial)]
 pub struct DeletedUserData {
     /// The user, now as if never seen.
     user_id: String,

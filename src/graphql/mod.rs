@@ -1,5 +1,9 @@
 //! The GraphQL schema: thin resolvers that hand each field to the domain.
 //! Descriptions here are what client developers read in GraphiQL and codegen.
+//!
+//! Output objects resolve their fields `serial`ly: each field reads data
+//! already loaded, so resolving them concurrently would only add a task per
+//! field to every response.
 
 mod flows;
 mod scalars;
@@ -59,7 +63,7 @@ pub fn sdl() -> String {
 }
 
 /// Onboarding progress of one user.
-#[Object(name = "OnboardingState")]
+#[Object(name = "OnboardingState", serial)]
 impl OnboardingState {
     /// Stable, unique per user: clients cache by it.
     async fn id(&self) -> ID {
