@@ -93,11 +93,13 @@ impl Application {
             })?;
         let flows = Flows::new(&db);
         let forgetting_keys = flows.forget_expired_keys();
+        let operations = graphql::Operations {
+            onboarding: Onboarding::new(db.clone()),
+            flows: flows.clone(),
+        };
         let state = Arc::new(Shared {
-            schema: graphql::schema(Some(graphql::Operations {
-                onboarding: Onboarding::new(db.clone()),
-                flows: flows.clone(),
-            })),
+            schema: graphql::schema(Some(operations.clone())),
+            schema_for_valid_documents: graphql::schema_for_valid_documents(operations),
             verifier,
             db: db.clone(),
             documents: DocumentCache::default(),

@@ -211,10 +211,22 @@ async fn execute(
         .filter(|(_, value)| !value.is_null())
         .map(|(name, _)| name.clone())
         .collect();
-    let (query, document) = match state.documents.prepare(query).await {
-        (query, Ok(document)) => (query, document),
-        (_, Err(limit)) => return document_refused(media, &limit),
+    let (query, document, kept) = match state.documents.prepare(query).await {
+        (query, Ok(document), kept) => (query, document, kept),
+        (_, Err(limit), _) => return document_refused(media, &limit),
     };
+    // Validation depends on the document, the operation and the variables'
+    // values: a kept document sent again, without variables, as the
+    // operation it passed validation as, passes again.
+    let without_variables = params
+        .variables
+        .as_ref()
+        .is_none_or(|variables| variables.is_empty());
+    let operation_name = params.operation_name.clone();
+    let known_valid = without_variables
+        && kept
+            .as_ref()
+            .is_some_and(|kept| kept.validated_as(operation_name.as_deref()));
     let mut request = async_graphql::Request::new(query).data(viewer);
     if let Some(name) = params.operation_name {
         request = request.operation_name(name);
@@ -256,7 +268,19 @@ async fn execute(
     }
     // Lines the resolvers log (a state created, an error) carry the request id.
     let span = tracing::info_span!("request", request_id = request_id.as_deref());
-    let response = state.schema.execute(request).instrument(span).await;
+    let schema = if known_valid {
+        &state.schema_for_valid_documents
+    } else {
+        &state.schema
+    };
+    let response = schema.execute(request).instrument(span).await;
+    if let Some(kept) = kept
+        && without_variables
+        && !known_valid
+        && !refused_by_schema(&response)
+    {
+        kept.passed_validation_as(operation_name.as_deref());
+    }
     executed(media, response, parsed)
 }
 
@@ -265,11 +289,11 @@ async fn execute(
 /// others are async-graphql refusing the request itself: its document, or an
 /// argument or variable value that does not fit its type.
 fn executed(media: MediaType, mut response: async_graphql::Response, parsed: bool) -> Response {
-    let mut refused = !response.errors.is_empty();
+    // Only async-graphql's own errors: the request itself was refused.
+    let refused = !response.errors.is_empty() && !response.errors.iter().any(has_code);
     for error in &mut response.errors {
         let extensions = error.extensions.get_or_insert_with(Default::default);
         if extensions.get("code").is_some() {
-            refused = false;
             continue;
         }
         let code = if parsed {
@@ -299,6 +323,20 @@ fn executed(media: MediaType, mut response: async_graphql::Response, parsed: boo
             graphql_response(media, StatusCode::INTERNAL_SERVER_ERROR, body)
         }
     }
+}
+
+/// Whether an error is the service's own, which always carries a code.
+fn has_code(error: &async_graphql::ServerError) -> bool {
+    error
+        .extensions
+        .as_ref()
+        .is_some_and(|extensions| extensions.get("code").is_some())
+}
+
+/// Whether async-graphql refused part of the request (its document, or an
+/// argument that does not fit its type): any error that is not the service's.
+fn refused_by_schema(response: &async_graphql::Response) -> bool {
+    !response.errors.iter().all(has_code)
 }
 
 /// The body of an executed request: its errors, if any, then its data.

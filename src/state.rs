@@ -15,6 +15,8 @@ pub type AppState = Arc<Shared>;
 /// The contents of `AppState`.
 pub struct Shared {
     pub schema: OnboardingSchema,
+    /// The schema for documents known to pass its validation.
+    pub schema_for_valid_documents: OnboardingSchema,
     pub verifier: Verifier,
     pub db: Db,
     /// Documents already parsed and checked, by their text.

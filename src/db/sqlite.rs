@@ -217,9 +217,10 @@ async fn write_groups(
                 .map(|request| (request.user.0.clone(), request.user.1.clone(), request.now))
                 .collect();
             let (flow_writes, flow_answers): (Vec<_>, Vec<_>) = flow_writes.into_iter().unzip();
+            let count = group.len() + flow_writes.len();
             match commit_group(&mut connection, writes, flow_writes).await {
                 Ok((results, flow_results)) => {
-                    tracing::debug!(writes = group.len(), "group committed");
+                    tracing::debug!(writes = count, "group committed");
                     for (request, result) in group.into_iter().zip(results) {
                         let _ = request.answer.send(result.map(Some));
                     }
@@ -228,7 +229,7 @@ async fn write_groups(
                     }
                 }
                 Err(error) => {
-                    tracing::debug!(writes = group.len(), %error, "group failed");
+                    tracing::debug!(writes = count, %error, "group failed");
                     for request in group {
                         let _ = request.answer.send(Err(error.clone()));
                     }

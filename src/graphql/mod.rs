@@ -9,7 +9,8 @@ mod flows;
 mod scalars;
 
 use async_graphql::{
-    Context, EmptySubscription, ErrorExtensions, ID, MergedObject, Object, SDLExportOptions, Schema,
+    Context, EmptySubscription, ErrorExtensions, ID, MergedObject, Object, SDLExportOptions,
+    Schema, SchemaBuilder, ValidationMode,
 };
 
 use crate::document;
@@ -39,17 +40,27 @@ pub struct Operations {
 
 /// The schema, with the operations it resolves against.
 pub fn schema(operations: Option<Operations>) -> OnboardingSchema {
+    builder(operations).finish()
+}
+
+/// The same schema for documents that passed its validation before, sent
+/// again as they were then (`DocumentCache`): it checks only the limits,
+/// which the full validation of the same document would find the same.
+pub fn schema_for_valid_documents(operations: Operations) -> OnboardingSchema {
+    builder(Some(operations))
+        .validation_mode(ValidationMode::Fast)
+        .finish()
+}
+
+fn builder(operations: Option<Operations>) -> SchemaBuilder<Query, Mutation, EmptySubscription> {
     let builder = Schema::build(Query::default(), Mutation::default(), EmptySubscription)
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY)
         .limit_recursive_depth(document::MAX_DEPTH)
         .limit_directives(document::MAX_DIRECTIVES);
     match operations {
-        Some(operations) => builder
-            .data(operations.onboarding)
-            .data(operations.flows)
-            .finish(),
-        None => builder.finish(),
+        Some(operations) => builder.data(operations.onboarding).data(operations.flows),
+        None => builder,
     }
 }
 

@@ -317,6 +317,52 @@ async fn a_value_that_does_not_fit_its_type_or_a_missing_variable_is_a_validatio
     assert_eq!(app.db.count_all_rows().await, 0, "nothing was written");
 }
 
+/// A document answered before is validated again whenever it comes with
+/// variables or another operation name: those requests get the very answer
+/// they got before it was ever answered.
+async fn a_document_sent_again_is_validated_again_with_other_variables_or_operation(
+    backend: Backend,
+) {
+    let app = spawn_app(backend).await;
+    let query = "query Own($user: String) { onboardingState(userId: $user) { id } }";
+    let send = |body: Value| {
+        let app = &app;
+        async move {
+            let headers = [JSON, ("accept", GRAPHQL_RESPONSE_JSON)];
+            let response = post_raw(app, &headers, body.to_string()).await;
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.expect("JSON"))
+        }
+    };
+    let others = [
+        json!({ "query": query, "variables": { "user": 5 } }),
+        json!({ "query": query, "operationName": "Other" }),
+        json!({ "query": "{ onboardingState { nope } }" }),
+    ];
+    let mut first_answers = Vec::new();
+    for request in &others {
+        let (status, body) = send(request.clone()).await;
+        assert_eq!(status, 400, "{request}: {body}");
+        assert!(body.get("data").is_none(), "{request}: {body}");
+        first_answers.push((status, body));
+    }
+
+    for _ in 0..3 {
+        let (status, body) = send(json!({ "query": query })).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["data"]["onboardingState"]["id"], "alice", "{body}");
+    }
+
+    for (request, first) in others.iter().zip(&first_answers) {
+        for _ in 0..2 {
+            assert_eq!(&send(request.clone()).await, first, "{request}");
+        }
+    }
+    let (status, body) = send(json!({ "query": query, "operationName": "Own" })).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["onboardingState"]["id"], "alice", "{body}");
+}
+
 async fn the_reply_is_graphql_response_json_when_accepted_and_json_otherwise(backend: Backend) {
     let app = spawn_app(backend).await;
     let cases = [
@@ -464,6 +510,7 @@ async fn cross_origin_calls_are_allowed_only_from_configured_origins(backend: Ba
 }
 
 on_both_backends!(
+    a_document_sent_again_is_validated_again_with_other_variables_or_operation,
     a_refused_request_says_why_in_extensions_code,
     a_value_that_does_not_fit_its_type_or_a_missing_variable_is_a_validation_error,
     a_post_whose_content_type_is_not_json_is_refused_with_415,
