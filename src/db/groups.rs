@@ -156,9 +156,9 @@ pub struct Request<T> {
 
 pub type WriteRequest = Request<(UserId, Write)>;
 
-/// What a reader connection answers a group of reads with: the states
-/// stored of any of the users, and of any of the (user, flow) pairs.
+/// The statements a reader answers a group of reads with, one per kind.
 pub trait Reader {
+    /// The states of the users.
     fn states(
         &mut self,
         user_ids: Vec<&str>,
