@@ -151,7 +151,7 @@ impl Sqlite {
             )));
         }
         // Flows write through the writer above, read through the readers,
-        // and list and publish through a pool of their own.
+        // and list, publish and erase through a pool of their own.
         let flows = SqlitePoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(super::ACQUIRE_TIMEOUT)
