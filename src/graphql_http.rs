@@ -222,11 +222,17 @@ async fn execute(
         .variables
         .as_ref()
         .is_none_or(|variables| variables.is_empty());
-    let operation_name = params.operation_name.clone();
     let known_valid = without_variables
         && kept
             .as_ref()
-            .is_some_and(|kept| kept.validated_as(operation_name.as_deref()));
+            .is_some_and(|kept| kept.validated_as(params.operation_name.as_deref()));
+    // A kept document to record as valid once this request passes.
+    let to_record = match kept {
+        Some(kept) if without_variables && !known_valid => {
+            Some((kept, params.operation_name.clone()))
+        }
+        _ => None,
+    };
     let mut request = async_graphql::Request::new(query).data(viewer);
     if let Some(name) = params.operation_name {
         request = request.operation_name(name);
@@ -274,9 +280,7 @@ async fn execute(
         &state.schema
     };
     let response = schema.execute(request).instrument(span).await;
-    if let Some(kept) = kept
-        && without_variables
-        && !known_valid
+    if let Some((kept, operation_name)) = to_record
         && !refused_by_schema(&response)
     {
         kept.passed_validation_as(operation_name.as_deref());

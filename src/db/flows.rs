@@ -110,7 +110,7 @@ pub struct Erased {
 /// database's readers, which answer state reads in groups.
 #[derive(Debug, Clone)]
 pub struct FlowStore {
-    pool: Backend,
+    backend: Backend,
     readers: Queues,
 }
 
@@ -511,7 +511,7 @@ backend!(
 /// Runs the same call on whichever backend the store holds.
 macro_rules! dispatch {
     ($store:expr, $function:ident($($argument:expr),*)) => {
-        match &$store.pool {
+        match &$store.backend {
             Backend::Sqlite { pool, .. } => on_sqlite::$function(pool, $($argument),*).await,
             Backend::Postgres(pool) => on_postgres::$function(pool, $($argument),*).await,
         }
@@ -525,14 +525,14 @@ impl FlowStore {
         readers: Queues,
     ) -> Self {
         Self {
-            pool: Backend::Sqlite { pool, writer },
+            backend: Backend::Sqlite { pool, writer },
             readers,
         }
     }
 
     pub fn postgres(pool: PgPool, readers: Queues) -> Self {
         Self {
-            pool: Backend::Postgres(pool),
+            backend: Backend::Postgres(pool),
             readers,
         }
     }
@@ -567,7 +567,7 @@ impl FlowStore {
     /// Stores `fresh` unless the user already has a state in its flow, and
     /// returns the one stored: concurrent first accesses all get the same.
     pub async fn create(&self, fresh: FlowState) -> Result<FlowState, Error> {
-        match &self.pool {
+        match &self.backend {
             Backend::Sqlite { .. } => self.write(FlowWrite::create(fresh)).await,
             Backend::Postgres(pool) => Ok(on_postgres::create(pool, &fresh).await?),
         }
@@ -578,7 +578,7 @@ impl FlowStore {
     /// out the next state and its event, and stores both, the revision one
     /// up and `updated_at` past the stored one.
     pub async fn write(&self, write: FlowWrite) -> Result<FlowState, Error> {
-        match &self.pool {
+        match &self.backend {
             Backend::Sqlite { writer, .. } => {
                 let (answer, answered) = oneshot::channel();
                 writer.send((write, answer)).await.map_err(|_| closed())?;
@@ -619,7 +619,7 @@ impl FlowStore {
     /// Closes the store's connections (Postgres's pool is the server's own,
     /// closed with it).
     pub async fn close(&self) {
-        if let Backend::Sqlite { pool, .. } = &self.pool {
+        if let Backend::Sqlite { pool, .. } = &self.backend {
             pool.close().await;
         }
     }
