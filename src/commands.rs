@@ -55,19 +55,68 @@ pub async fn list_flows(database: &DatabaseArgs) -> Result {
     Ok(())
 }
 
-/// `onboarding users export USER`: the API's `exportUserData`, as JSON.
+/// `onboarding users export USER`: the API's `exportUserData`, as one JSON
+/// document with the user's whole history. The events are read and written
+/// out a page at a time, so that a history of any length takes bounded
+/// memory.
 pub async fn export_user(user: &str, database: &DatabaseArgs) -> Result {
-    const EXPORT: &str = "query Export($userId: String) { exportUserData(userId: $userId) { \
-        userId \
-        flowStates { id userId flow version status currentStepIndex currentStep \
-          steps { key status completedAt skippedAt data } doneSteps totalSteps \
-          startedAt completedAt dismissedAt snoozedUntil revision createdAt updatedAt } \
-        events { id userId flow version type step actor requestId at data } } }";
-    let data = execute(database, EXPORT, user).await?;
-    print(&format!(
-        "{}\n",
-        serde_json::to_string_pretty(&data["exportUserData"])?
-    ))
+    const STATE: &str = "id userId flow version status currentStepIndex currentStep \
+        steps { key status completedAt skippedAt data } doneSteps totalSteps \
+        startedAt completedAt dismissedAt snoozedUntil revision createdAt updatedAt";
+    const EVENT: &str = "id userId flow version type step actor requestId at data";
+    let export = format!(
+        "query Export($userId: String) {{ exportUserData(userId: $userId) {{ userId \
+         flowStates {{ {STATE} }} events {{ {EVENT} }} \
+         eventsPageInfo {{ hasNextPage endCursor }} }} }}"
+    );
+    let older = format!(
+        "query Older($userId: String, $after: String) {{ \
+         flowEvents(userId: $userId, first: 100, after: $after) {{ \
+         edges {{ node {{ {EVENT} }} }} pageInfo {{ hasNextPage endCursor }} }} }}"
+    );
+    let operator = Operator::open(database).await?;
+    let exported = operator.run(&export, json!({ "userId": user })).await;
+    let data = match exported {
+        Ok(mut data) => data["exportUserData"].take(),
+        Err(error) => {
+            operator.close().await;
+            return Err(error);
+        }
+    };
+    let written = async {
+        print(&format!(
+            "{{\n  \"userId\": {},\n  \"flowStates\": {},\n  \"events\": [",
+            data["userId"], data["flowStates"]
+        ))?;
+        let mut first = true;
+        let mut write_events = |events: &mut dyn Iterator<Item = &Value>| -> Result {
+            for event in events {
+                let separator = if first { "\n    " } else { ",\n    " };
+                first = false;
+                print(&format!("{separator}{event}"))?;
+            }
+            Ok(())
+        };
+        write_events(&mut data["events"].as_array().into_iter().flatten())?;
+        let mut page = data["eventsPageInfo"].clone();
+        while page["hasNextPage"] == true {
+            let variables = json!({ "userId": user, "after": page["endCursor"] });
+            let mut older = operator.run(&older, variables).await?;
+            let events = older["flowEvents"].take();
+            write_events(
+                &mut events["edges"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|edge| &edge["node"]),
+            )?;
+            page = events["pageInfo"].clone();
+        }
+        print("\n  ]\n}\n")
+    }
+    .await;
+    operator.close().await;
+    written
 }
 
 /// `onboarding users delete USER`: the API's `deleteUserData`.
@@ -133,22 +182,48 @@ fn read_declarations(file: &Path) -> Result<Vec<FlowDeclaration>> {
 
 /// Runs one operation for `user` as the operator, returning its `data`.
 async fn execute(database: &DatabaseArgs, document: &str, user: &str) -> Result<Value> {
-    let db = migrated(database).await?;
-    let schema = graphql::schema(Some(Operations {
-        onboarding: Onboarding::new(db.clone()),
-        flows: Flows::new(&db),
-    }));
-    let request = async_graphql::Request::new(document)
-        .variables(async_graphql::Variables::from_json(
-            json!({ "userId": user }),
-        ))
-        .data(operator()?);
-    let response = schema.execute(request).await;
-    db.close().await;
-    if let Some(error) = response.errors.first() {
-        return Err(error.message.clone().into());
+    let operator = Operator::open(database).await?;
+    let data = operator.run(document, json!({ "userId": user })).await;
+    operator.close().await;
+    data
+}
+
+/// The API's schema over the database, run as the operator: an admin.
+struct Operator {
+    db: Db,
+    schema: graphql::OnboardingSchema,
+    viewer: Viewer,
+}
+
+impl Operator {
+    async fn open(database: &DatabaseArgs) -> Result<Self> {
+        let db = migrated(database).await?;
+        let schema = graphql::schema(Some(Operations {
+            onboarding: Onboarding::new(db.clone()),
+            flows: Flows::new(&db),
+        }));
+        Ok(Self {
+            db,
+            schema,
+            viewer: operator()?,
+        })
     }
-    Ok(response.data.into_json()?)
+
+    /// Runs one operation, returning its `data`, or its first error.
+    async fn run(&self, document: &str, variables: Value) -> Result<Value> {
+        let request = async_graphql::Request::new(document)
+            .variables(async_graphql::Variables::from_json(variables))
+            .data(self.viewer.clone());
+        let response = self.schema.execute(request).await;
+        if let Some(error) = response.errors.first() {
+            return Err(error.message.clone().into());
+        }
+        Ok(response.data.into_json()?)
+    }
+
+    async fn close(self) {
+        self.db.close().await;
+    }
 }
 
 async fn migrated(database: &DatabaseArgs) -> Result<Db> {

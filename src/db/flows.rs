@@ -16,8 +16,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::DbError;
 use super::groups::{Queues, closed};
 use crate::domain::{
-    Error, EventType, FlowDeclaration, FlowEvent, FlowState, FlowStatus, FlowVersion, Happened,
-    ONBOARDING, Reonboarding, StepDeclaration, StepRecord,
+    ERASED_ACTOR, Error, EventType, FlowDeclaration, FlowEvent, FlowState, FlowStatus, FlowVersion,
+    Happened, ONBOARDING, Reonboarding, StepDeclaration, StepRecord,
 };
 
 const SELECT_VERSIONS: &str = "select flow, version, title, steps, reonboarding, published_at \
@@ -74,11 +74,30 @@ fn statements(flow: &str) -> (&'static str, &'static str, &'static str) {
 const INSERT_EVENT: &str = "insert into flow_event \
      (user_id, flow, version, type, step, actor, request_id, at, data) \
      values ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
-const SELECT_EVENTS: &str = "select id, user_id, flow, version, type, step, actor, request_id, \
-     at, data from flow_event where user_id = $1 \
-     and (cast($2 as text) is null or flow = $2) \
-     and (cast($3 as bigint) is null or id < $3) \
-     order by id desc limit $4";
+/// The events of the user `$1`, for `select_events`.
+macro_rules! select_events {
+    ($($condition:literal)?) => {
+        concat!(
+            "select id, user_id, flow, version, type, step, actor, request_id, at, data \
+             from flow_event where user_id = $1 ",
+            $($condition,)?
+            " order by id desc limit $2"
+        )
+    };
+}
+
+/// A user's events, newest first, at most `$2`: of the flow `$3` when
+/// `flow`; older than the event `$3` (or `$4`) when `before`. One statement
+/// per case, so that each reads one range of an index, (user, flow, id) or
+/// (user, id), however long the history.
+fn select_events(flow: bool, before: bool) -> &'static str {
+    match (flow, before) {
+        (false, false) => select_events!(),
+        (true, false) => select_events!("and flow = $3"),
+        (false, true) => select_events!("and id < $3"),
+        (true, true) => select_events!("and flow = $3 and id < $4"),
+    }
+}
 const SELECT_KEY: &str =
     "select request, response from idempotency_key where user_id = $1 and key = $2";
 const INSERT_KEY: &str = "insert into idempotency_key (user_id, key, request, response, created_at) \
@@ -98,13 +117,19 @@ pub struct Idempotency {
     pub fingerprint: String,
 }
 
-/// How many rows erasing a user removed, per kind.
+/// How many rows erasing a user removed, per kind, and how many events of
+/// other users named them as the actor (an admin acting for a user).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Erased {
     pub flow_states: u64,
     pub events: u64,
     pub idempotency_keys: u64,
+    pub events_anonymized: u64,
 }
+
+/// How often a write inserts a state again that an erasure deleted between
+/// its insert and its lock, before it answers "retry shortly".
+const ERASED_MEANWHILE_RETRIES: usize = 3;
 
 /// The connections flows use: a pool for writes and listings, and the
 /// database's readers, which answer state reads in groups.
@@ -194,9 +219,11 @@ pub async fn write_in_savepoint(
 /// The statements of one backend, as functions over its pool: the same code
 /// for both, each compiled against its own driver. `$begin` opens a write
 /// transaction that serializes writers; `$row_lock` locks the state read in
-/// it; `$flow_lock` serializes publishers of one flow.
+/// it; `$flow_lock` serializes publishers of one flow; `$key_lock` writers
+/// of one user's idempotency key, so that a retry racing the first sending
+/// finds its answer.
 macro_rules! backend {
-    ($module:ident, $db:ty, $begin:literal, $row_lock:literal, $flow_lock:expr) => {
+    ($module:ident, $db:ty, $begin:literal, $row_lock:literal, $flow_lock:expr, $key_lock:expr) => {
         mod $module {
             use super::*;
 
@@ -211,6 +238,15 @@ macro_rules! backend {
             pub async fn versions(pool: &Pool) -> Result<Vec<FlowVersion>, DbError> {
                 let rows = sqlx::query(SELECT_VERSIONS).fetch_all(pool).await?;
                 rows.iter().map(read_version).collect()
+            }
+
+            pub async fn is_published(pool: &Pool, flow: &str) -> Result<bool, DbError> {
+                let statement = "select 1 from flow_version where flow = $1 limit 1";
+                let found = sqlx::query(statement)
+                    .bind(flow)
+                    .fetch_optional(pool)
+                    .await?;
+                Ok(found.is_some())
             }
 
             pub async fn publish(
@@ -279,15 +315,24 @@ macro_rules! backend {
             }
 
             #[allow(dead_code, reason = "SQLite creates states through its writer")]
-            pub async fn create(pool: &Pool, fresh: &FlowState) -> Result<FlowState, DbError> {
+            pub async fn create(pool: &Pool, fresh: &FlowState) -> Result<FlowState, Error> {
                 let (select, insert, _) = statements(&fresh.flow);
-                bind_state(sqlx::query(insert), fresh).execute(pool).await?;
-                let row = sqlx::query(select)
-                    .bind(&fresh.user_id)
-                    .bind(&fresh.flow)
-                    .fetch_one(pool)
-                    .await?;
-                read_state(&row)
+                for _ in 0..ERASED_MEANWHILE_RETRIES {
+                    bind_state(sqlx::query(insert), fresh)
+                        .execute(pool)
+                        .await
+                        .map_err(DbError::from)?;
+                    let row = sqlx::query(select)
+                        .bind(&fresh.user_id)
+                        .bind(&fresh.flow)
+                        .fetch_optional(pool)
+                        .await
+                        .map_err(DbError::from)?;
+                    if let Some(row) = row {
+                        return Ok(read_state(&row)?);
+                    }
+                }
+                Err(erased_meanwhile())
             }
 
             /// The statements of a write, in the caller's transaction, which
@@ -304,6 +349,15 @@ macro_rules! backend {
                     decide,
                 } = write;
                 if let Some(idempotency) = &idempotency {
+                    let key_lock: Option<&str> = $key_lock;
+                    if let Some(statement) = key_lock {
+                        sqlx::query(statement)
+                            .bind(&fresh.user_id)
+                            .bind(&idempotency.key)
+                            .execute(&mut *connection)
+                            .await
+                            .map_err(DbError::from)?;
+                    }
                     let kept = sqlx::query(SELECT_KEY)
                         .bind(&fresh.user_id)
                         .bind(&idempotency.key)
@@ -315,18 +369,26 @@ macro_rules! backend {
                     }
                 }
                 let (select, insert, update) = statements(&fresh.flow);
-                bind_state(sqlx::query(insert), &fresh)
-                    .execute(&mut *connection)
-                    .await
-                    .map_err(DbError::from)?;
                 let statement = format!("{select}{}", $row_lock);
-                let row = sqlx::query(&statement)
-                    .bind(&fresh.user_id)
-                    .bind(&fresh.flow)
-                    .fetch_one(&mut *connection)
-                    .await
-                    .map_err(DbError::from)?;
-                let stored = read_state(&row)?;
+                let mut locked = None;
+                for _ in 0..ERASED_MEANWHILE_RETRIES {
+                    bind_state(sqlx::query(insert), &fresh)
+                        .execute(&mut *connection)
+                        .await
+                        .map_err(DbError::from)?;
+                    // None when an erasure deleted the row after the insert
+                    // found it: the next round inserts it afresh.
+                    locked = sqlx::query(&statement)
+                        .bind(&fresh.user_id)
+                        .bind(&fresh.flow)
+                        .fetch_optional(&mut *connection)
+                        .await
+                        .map_err(DbError::from)?;
+                    if locked.is_some() {
+                        break;
+                    }
+                }
+                let stored = read_state(&locked.ok_or_else(erased_meanwhile)?)?;
                 let Some((mut next, happenings)) = decided(decide, &stored)? else {
                     return Ok(stored);
                 };
@@ -372,40 +434,54 @@ macro_rules! backend {
                 before: Option<i64>,
                 limit: i64,
             ) -> Result<Vec<FlowEvent>, DbError> {
-                let rows = sqlx::query(SELECT_EVENTS)
+                let mut query = sqlx::query(select_events(flow.is_some(), before.is_some()))
                     .bind(user_id)
-                    .bind(flow)
-                    .bind(before)
-                    .bind(limit)
-                    .fetch_all(pool)
-                    .await?;
+                    .bind(limit);
+                if let Some(flow) = flow {
+                    query = query.bind(flow);
+                }
+                if let Some(before) = before {
+                    query = query.bind(before);
+                }
+                let rows = query.fetch_all(pool).await?;
                 rows.iter().map(read_event).collect()
             }
 
             pub async fn erase(pool: &Pool, user_id: &str) -> Result<Erased, Error> {
                 let mut tx = begin(pool).await?;
-                let mut counts = [0; 4];
+                let mut counts = [0; 5];
                 for (statement, count) in [
                     "delete from flow_state where user_id = $1",
                     "delete from onboarding_state where user_id = $1",
                     "delete from flow_event where user_id = $1",
                     "delete from idempotency_key where user_id = $1",
+                    // Others' events the user made, as an admin acting for
+                    // them: `actor <> user_id` lets the partial index serve.
+                    "update flow_event set actor = $2 where actor = $1 and actor <> user_id",
                 ]
                 .into_iter()
                 .zip(&mut counts)
                 {
                     *count = sqlx::query(statement)
                         .bind(user_id)
+                        .bind(ERASED_ACTOR)
                         .execute(&mut *tx)
                         .await
                         .map_err(DbError::from)?
                         .rows_affected();
                 }
-                let [flow_states, onboarding_states, events, idempotency_keys] = counts;
+                let [
+                    flow_states,
+                    onboarding_states,
+                    events,
+                    idempotency_keys,
+                    events_anonymized,
+                ] = counts;
                 let erased = Erased {
                     flow_states: flow_states + onboarding_states,
                     events,
                     idempotency_keys,
+                    events_anonymized,
                 };
                 tx.commit().await.map_err(DbError::from)?;
                 Ok(erased)
@@ -499,13 +575,14 @@ macro_rules! backend {
     };
 }
 
-backend!(on_sqlite, sqlx::Sqlite, "begin immediate", "", None);
+backend!(on_sqlite, sqlx::Sqlite, "begin immediate", "", None, None);
 backend!(
     on_postgres,
     sqlx::Postgres,
     "begin",
     " for update",
-    Some("select pg_advisory_xact_lock(hashtext('flow_version:' || $1))")
+    Some("select pg_advisory_xact_lock(hashtext('flow_version:' || $1))"),
+    Some("select pg_advisory_xact_lock(hashtextextended($1 || chr(10) || $2, 0))")
 );
 
 /// Runs the same call on whichever backend the store holds.
@@ -542,6 +619,11 @@ impl FlowStore {
         dispatch!(self, versions())
     }
 
+    /// Whether `flow` has a published version.
+    pub async fn is_published(&self, flow: &str) -> Result<bool, DbError> {
+        dispatch!(self, is_published(flow))
+    }
+
     /// Publishes each declaration that differs from its flow's latest
     /// version, all or none; returns each flow's latest version and whether
     /// this call created it.
@@ -569,7 +651,7 @@ impl FlowStore {
     pub async fn create(&self, fresh: FlowState) -> Result<FlowState, Error> {
         match &self.backend {
             Backend::Sqlite { .. } => self.write(FlowWrite::create(fresh)).await,
-            Backend::Postgres(pool) => Ok(on_postgres::create(pool, &fresh).await?),
+            Backend::Postgres(pool) => on_postgres::create(pool, &fresh).await,
         }
     }
 
@@ -609,11 +691,18 @@ impl FlowStore {
         dispatch!(self, events(user_id, flow, before, limit))
     }
 
-    /// Every row of the user in every table that holds users' data, in one
-    /// transaction.
+    /// Every row of the user in every table that holds users' data, and the
+    /// user as the actor of others' events, in one transaction. SQLite's
+    /// connections overwrite deleted content (`secure_delete`); the
+    /// write-ahead log, which still holds the pages as they were, is then
+    /// checkpointed and emptied.
     pub async fn erase(&self, user_id: &str) -> Result<Erased, Error> {
         let (store, user_id) = (self.clone(), user_id.to_owned());
-        to_the_end(async move { dispatch!(&store, erase(&user_id)) }).await
+        let erased = to_the_end(async move { dispatch!(&store, erase(&user_id)) }).await?;
+        if let Backend::Sqlite { pool, .. } = &self.backend {
+            empty_the_log(pool).await;
+        }
+        Ok(erased)
     }
 
     /// Closes the store's connections (Postgres's pool is the server's own,
@@ -628,6 +717,33 @@ impl FlowStore {
     pub async fn forget_keys_before(&self, before: DateTime<Utc>) -> Result<u64, DbError> {
         dispatch!(self, forget_keys_before(before))
     }
+}
+
+/// Copies every page of SQLite's write-ahead log into the database and
+/// truncates the log. It waits for readers of older snapshots, up to the
+/// busy timeout, and tries again a few times; a log that stays in use is
+/// emptied by a later erasure or checkpoint.
+async fn empty_the_log(pool: &SqlitePool) {
+    for _ in 0..5 {
+        let checkpoint = sqlx::query_as::<_, (i64, i64, i64)>("pragma wal_checkpoint(truncate)")
+            .fetch_one(pool)
+            .await;
+        match checkpoint {
+            Ok((0, _, _)) => return,
+            Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+            Err(error) => {
+                tracing::warn!(%error, "cannot checkpoint the SQLite log after an erasure");
+                return;
+            }
+        }
+    }
+    tracing::warn!("the SQLite log stayed in use after an erasure; a later checkpoint empties it");
+}
+
+/// A write whose row an erasure deleted again and again between insert and
+/// lock: rare, and worth a retry.
+fn erased_meanwhile() -> Error {
+    Error::Unavailable("the user's state was erased while it was written".into())
 }
 
 /// Runs a transaction to its commit or rollback in a task of its own. A

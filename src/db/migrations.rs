@@ -25,11 +25,15 @@ macro_rules! migrations {
 pub const SQLITE: &[MigrationFile] = migrations!("sqlite":
     "20261124000000_create_onboarding_state",
     "20261126000000_flows",
+    "20261202000000_event_actor_index",
+    "20261202000001_event_user_index",
 );
 
 pub const POSTGRES: &[MigrationFile] = migrations!("postgres":
     "20261124000000_create_onboarding_state",
     "20261126000000_flows",
+    "20261202000000_event_actor_index",
+    "20261202000001_event_user_index",
 );
 
 /// A migrator for one backend's files. Each migration's version, description

@@ -24,7 +24,7 @@ use sqlx::sqlite::SqliteError;
 use crate::config::DatabaseArgs;
 use crate::domain::{Change, OnboardingState, Step, UserId};
 
-pub use flows::{Erased, FlowStore, FlowWrite, Idempotency, Provenance};
+pub use flows::{Decide, Erased, FlowStore, FlowWrite, Idempotency, Provenance};
 pub use postgres::Postgres;
 pub use sqlite::Sqlite;
 

@@ -276,20 +276,31 @@ async fn write_round(pool: &PgPool, round: Vec<WriteRequest>) {
     }
 }
 
-/// Creates the states that are missing, then reads them all.
+/// Creates the states that are missing, then reads them all. A state an
+/// erasure deleted between the two statements is created again.
 async fn create_missing(
     pool: &PgPool,
     ids: Vec<String>,
     steps: Vec<i32>,
     times: Vec<DateTime<Utc>>,
 ) -> Result<HashMap<String, OnboardingState>> {
-    sqlx::query(CREATE_MISSING)
-        .bind(&ids)
-        .bind(steps)
-        .bind(times)
-        .execute(pool)
-        .await?;
-    find_any(pool, ids).await
+    let mut found = HashMap::new();
+    let mut missing: Vec<_> = ids.into_iter().zip(steps).zip(times).collect();
+    for _ in 0..3 {
+        let ((ids, steps), times): ((Vec<_>, Vec<_>), Vec<_>) = missing.iter().cloned().unzip();
+        sqlx::query(CREATE_MISSING)
+            .bind(&ids)
+            .bind(steps)
+            .bind(times)
+            .execute(pool)
+            .await?;
+        found.extend(find_any(pool, ids).await?);
+        missing.retain(|((id, _), _)| !found.contains_key(id));
+        if missing.is_empty() {
+            break;
+        }
+    }
+    Ok(found)
 }
 
 /// The kinds of write, each one statement for a whole round.

@@ -125,7 +125,10 @@ impl Sqlite {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // Deleted content is overwritten, so that an erased user's bytes
+            // leave the file.
+            .pragma("secure_delete", "on");
         let cannot_open = |source| ConnectError::OpenSqlite {
             // Relative to the working directory, which may not be the one expected.
             path: std::path::absolute(options.get_filename())

@@ -26,6 +26,12 @@ pub enum Error {
          (JWT_ROLES_CLAIM, default `roles`)."
     )]
     Forbidden,
+    /// An operation for admins only: what it does, as in "publish flows".
+    #[error(
+        "Only an admin may {0}: an admin's token carries the admin role (JWT_ADMIN_ROLE, \
+         default `admin`) in its roles claim (JWT_ROLES_CLAIM, default `roles`)."
+    )]
+    AdminOnly(&'static str),
     #[error("{0}")]
     BadUserInput(String),
     /// The stored state moved on (`expectedRevision` differs), or an
@@ -46,7 +52,7 @@ impl Error {
     pub fn code(&self) -> &'static str {
         match self {
             Error::Unauthenticated => "UNAUTHENTICATED",
-            Error::Forbidden => "FORBIDDEN",
+            Error::Forbidden | Error::AdminOnly(_) => "FORBIDDEN",
             Error::BadUserInput(_) => "BAD_USER_INPUT",
             Error::Conflict { .. } => "CONFLICT",
             Error::Unavailable(_) | Error::Internal(_) => "INTERNAL_SERVER_ERROR",

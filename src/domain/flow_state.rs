@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::flow::{FlowVersion, Reonboarding};
-use super::{Error, Result};
+use super::{Error, Result, check_json, check_text};
 
 /// Largest `data` a step may hold, as JSON.
 pub const MAX_STEP_DATA_BYTES: usize = 4 * 1024;
@@ -217,7 +217,10 @@ impl FlowChange {
                         MAX_STEP_DATA_BYTES / 1024
                     )));
                 }
-                Ok(())
+                data.iter().try_for_each(|(key, value)| {
+                    check_text("A key in `data`", key)?;
+                    check_json(&format!("data.{key}"), value)
+                })
             }
             FlowChange::Snooze { until } if *until <= now => Err(Error::BadUserInput(
                 "`until` is in the past: snooze until a time to come.".to_owned(),
@@ -289,15 +292,22 @@ impl FlowState {
     }
 
     /// Applies `change`, on the state's own `version` of the flow, with
-    /// `latest` for a restart; returns the event to append. The caller has
-    /// brought the state `as_of(now)` and bumps revision and `updated_at`.
+    /// `latest` for a restart; returns the events to append: the change's,
+    /// and FLOW_COMPLETED after it when the change completed the flow. The
+    /// caller has brought the state `as_of(now)` and bumps revision and
+    /// `updated_at`.
+    ///
+    /// `completedAt` is set exactly when the status is COMPLETED. A completed
+    /// flow stays completed until restarted: dismissing it records when it
+    /// was dismissed, and snoozing it is refused.
     pub fn apply(
         &mut self,
         change: &FlowChange,
         version: &FlowVersion,
         latest: &FlowVersion,
         now: DateTime<Utc>,
-    ) -> Result<Happened> {
+    ) -> Result<Vec<Happened>> {
+        let was_completed = self.status == FlowStatus::Completed;
         let happened = match change {
             FlowChange::Start => {
                 if self.status != FlowStatus::Completed {
@@ -353,10 +363,19 @@ impl FlowState {
                 Happened::new(EventType::FlowCompleted)
             }
             FlowChange::Dismiss => {
-                self.status = FlowStatus::Dismissed;
+                if !was_completed {
+                    self.status = FlowStatus::Dismissed;
+                }
                 self.dismissed_at = Some(now);
                 self.snoozed_until = None;
                 Happened::new(EventType::FlowDismissed)
+            }
+            FlowChange::Snooze { .. } if was_completed => {
+                return Err(Error::BadUserInput(format!(
+                    "Flow `{}` is completed: there is nothing to snooze. `restartFlow` starts it \
+                     again.",
+                    self.flow
+                )));
             }
             FlowChange::Snooze { until } => {
                 self.status = FlowStatus::Snoozed;
@@ -373,7 +392,17 @@ impl FlowState {
                 Happened::new(EventType::FlowRestarted)
             }
         };
-        Ok(happened)
+        let completed_by_step = !was_completed
+            && self.status == FlowStatus::Completed
+            && matches!(
+                change,
+                FlowChange::CompleteStep { .. } | FlowChange::SkipStep { .. }
+            );
+        let mut happenings = vec![happened];
+        if completed_by_step {
+            happenings.push(Happened::new(EventType::FlowCompleted));
+        }
+        Ok(happenings)
     }
 
     /// Applies the re-onboarding policies of the versions published since

@@ -5,7 +5,10 @@
 mod error;
 mod flow;
 mod flow_state;
+#[cfg(test)]
+mod flow_state_properties;
 mod onboarding;
+mod text;
 mod time;
 mod user;
 mod viewer;
@@ -20,6 +23,7 @@ pub use flow_state::{
     StepRecord, StepStatus,
 };
 pub use onboarding::{Change, OnboardingState, Step};
+pub use text::{MAX_EXACT_INTEGER, check_json, check_text};
 pub use time::now;
-pub use user::UserId;
+pub use user::{ERASED_ACTOR, UserId};
 pub use viewer::Viewer;

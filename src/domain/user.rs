@@ -2,6 +2,10 @@
 
 use super::{Error, Result};
 
+/// The actor of events whose author was erased: erasing a user who acted
+/// for others (an admin) leaves this in their place.
+pub const ERASED_ACTOR: &str = "(erased)";
+
 /// A user id as the auth provider gives it in `sub`: 1 to 255 bytes, no NUL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserId(String);

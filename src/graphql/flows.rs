@@ -504,16 +504,23 @@ pub struct UserDataObject {
     user_id: String,
     /// Every flow state the user has.
     flow_states: Vec<FlowState>,
-    /// Every event of the user, newest first.
+    /// The user's events, newest first: the whole history up to 100 events,
+    /// else the newest 100 (see `eventsPageInfo`).
     events: Vec<FlowEvent>,
+    /// Whether older events follow `events`; when they do, page on with
+    /// `flowEvents(userId: ..., after: eventsPageInfo.endCursor)`, or export
+    /// the whole history with `onboarding users export USER`.
+    events_page_info: PageInfo,
 }
 
 impl From<UserData> for UserDataObject {
     fn from(data: UserData) -> Self {
+        let FlowEventConnection { edges, page_info } = data.events.into();
         Self {
             user_id: data.user_id,
             flow_states: data.flow_states.into_iter().map(FlowState).collect(),
-            events: data.events.into_iter().map(FlowEvent).collect(),
+            events: edges.into_iter().map(|edge| edge.node).collect(),
+            events_page_info: page_info,
         }
     }
 }
@@ -530,6 +537,9 @@ pub struct DeletedUserData {
     events: i32,
     /// Idempotency records removed.
     idempotency_keys: i32,
+    /// Events in other users' histories whose actor was this user (an admin
+    /// acting for them), now with the actor `(erased)`.
+    events_anonymized: i32,
 }
 
 /// One step of a declaration.
@@ -1004,6 +1014,7 @@ fn deleted(user_id: String, erased: Erased) -> DeletedUserData {
         flow_states: count(erased.flow_states),
         events: count(erased.events),
         idempotency_keys: count(erased.idempotency_keys),
+        events_anonymized: count(erased.events_anonymized),
     }
 }
 

@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use crate::db::{Db, Erased, FlowStore, FlowWrite, Idempotency, Provenance};
+use crate::db::{Db, Decide, Erased, FlowStore, FlowWrite, Idempotency, Provenance};
 use crate::domain::{
     Error, Flow, FlowChange, FlowDeclaration, FlowEvent, FlowState, FlowVersion, Happened,
-    ONBOARDING, Result, UserId, Viewer, check_key, now, unknown_flow,
+    ONBOARDING, Result, UserId, Viewer, check_key, check_text, now, unknown_flow,
 };
 
 /// How long the published flows are read from memory before the database
@@ -22,6 +22,10 @@ const CATALOG_TTL: Duration = Duration::from_secs(1);
 const KEEP_KEYS: TimeDelta = TimeDelta::hours(25);
 /// Most events one page holds.
 pub const MAX_PAGE: i64 = 100;
+/// Most events an export holds, as many as a page of `flowEvents`: the
+/// newest; the rest page on through `flowEvents`, or come from the command
+/// line's streamed export. A history grows without bound; an answer may not.
+pub const MAX_EXPORT_EVENTS: i64 = MAX_PAGE;
 
 /// A state together with the version of the flow it is on, which gives its
 /// steps their titles and order.
@@ -40,11 +44,7 @@ impl FlowStateView {
             .versions
             .iter()
             .position(|version| version.version == state.version)
-            .ok_or_else(|| {
-                Error::Internal(
-                    format!("flow {} has no version {}", flow.key(), state.version).into(),
-                )
-            })?;
+            .ok_or_else(|| unknown_version(flow, state.version))?;
         Ok(Self {
             state: state.as_of(now),
             flow: Arc::clone(flow),
@@ -65,12 +65,27 @@ pub struct EventPage {
     pub has_next_page: bool,
 }
 
-/// Everything the service keeps about one user.
+impl EventPage {
+    /// The first `size` of `events`, read with one more to tell whether
+    /// more follow.
+    fn of(mut events: Vec<FlowEvent>, size: i64) -> Self {
+        let size = usize::try_from(size).unwrap_or(usize::MAX);
+        let has_next_page = events.len() > size;
+        events.truncate(size);
+        Self {
+            events,
+            has_next_page,
+        }
+    }
+}
+
+/// Everything the service keeps about one user: every state, and the
+/// newest events, up to `MAX_EXPORT_EVENTS`.
 #[derive(Debug, Clone)]
 pub struct UserData {
     pub user_id: String,
     pub flow_states: Vec<FlowStateView>,
-    pub events: Vec<FlowEvent>,
+    pub events: EventPage,
 }
 
 /// What a write request carries besides the change.
@@ -110,6 +125,9 @@ impl Catalog {
 pub struct Flows {
     store: FlowStore,
     catalog: Arc<RwLock<Option<Arc<Catalog>>>>,
+    /// Held while the catalog is read from the database: one read at a
+    /// time, whose result every caller waiting for it shares.
+    reading_catalog: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Flows {
@@ -117,6 +135,7 @@ impl Flows {
         Self {
             store: db.flows().clone(),
             catalog: Arc::default(),
+            reading_catalog: Arc::default(),
         }
     }
 
@@ -154,7 +173,7 @@ impl Flows {
 
     /// Publishes one declaration (admins only).
     pub async fn publish(&self, viewer: &Viewer, declaration: FlowDeclaration) -> Result<Flow> {
-        admin(viewer)?;
+        admin(viewer, "publish flows")?;
         let key = declaration.key.clone();
         let published = self.publish_all(vec![declaration]).await?;
         if let Some((version, true)) = published.first() {
@@ -177,7 +196,7 @@ impl Flows {
             declaration.check()?;
         }
         let published = self.store.publish(declarations, now()).await?;
-        self.forget_catalog();
+        self.catalog_read_after(Instant::now()).await?;
         Ok(published)
     }
 
@@ -198,7 +217,8 @@ impl Flows {
                 self.store.create(fresh).await?
             }
         };
-        self.current(viewer, &flow, state, now).await
+        let flow = self.with_version(flow, state.version).await?;
+        current(&flow, state, now)
     }
 
     /// The user's state in every published flow; untouched flows read
@@ -209,7 +229,6 @@ impl Flows {
         user_id: Option<String>,
     ) -> Result<Vec<FlowStateView>> {
         let user_id = viewer.acting_on(user_id)?;
-        let catalog = self.catalog().await?;
         let mut stored: BTreeMap<String, FlowState> = self
             .store
             .states(user_id.as_str())
@@ -217,11 +236,12 @@ impl Flows {
             .into_iter()
             .map(|state| (state.flow.clone(), state))
             .collect();
+        let catalog = self.catalog_of(stored.values()).await?;
         let now = now();
         let mut views = Vec::with_capacity(catalog.flows.len());
         for flow in catalog.flows.values() {
             let view = match stored.remove(flow.key()) {
-                Some(state) => self.current(viewer, flow, state, now).await?,
+                Some(state) => current(flow, state, now)?,
                 None => {
                     let fresh = FlowState::new(user_id.as_str(), flow.latest(), now);
                     FlowStateView::new(flow, fresh, now)?
@@ -250,35 +270,28 @@ impl Flows {
             .as_ref()
             .map(|key| idempotency(key, &change, flow, &user_id, options.expected_revision))
             .transpose()?;
-        let flow = self.published(flow).await?;
+        let mut flow = self.published(flow).await?;
         let provenance = provenance(viewer, options.request_id);
-        let fresh = FlowState::new(user_id.as_str(), flow.latest(), now);
-        let decided_flow = Arc::clone(&flow);
-        let written = self
-            .store
-            .write(FlowWrite {
-                fresh,
-                provenance,
-                idempotency,
+        let write = |flow: &Arc<Flow>| FlowWrite {
+            fresh: FlowState::new(user_id.as_str(), flow.latest(), now),
+            provenance: provenance.clone(),
+            idempotency: idempotency.clone(),
+            now,
+            decide: decide(
+                Arc::clone(flow),
+                change.clone(),
+                options.expected_revision,
                 now,
-                decide: Box::new(move |stored: &FlowState| {
-                    if let Some(expected) = options.expected_revision
-                        && expected != stored.revision
-                    {
-                        return Err(Error::stale_revision(expected, stored.revision));
-                    }
-                    let mut next = stored.clone().as_of(now);
-                    // A policy published since the user's last access applies
-                    // first, in the same write.
-                    let mut happenings: Vec<_> = reonboarded(&decided_flow, &mut next, now)?
-                        .into_iter()
-                        .collect();
-                    let version = version_of(&decided_flow, next.version)?;
-                    happenings.push(next.apply(&change, version, decided_flow.latest(), now)?);
-                    Ok(Some((next, happenings)))
-                }),
-            })
-            .await?;
+            ),
+        };
+        let written = match self.store.write(write(&flow)).await {
+            // Stored by a replica that has read a version this one has not.
+            Err(error) if is_unknown_version(&error) => {
+                flow = self.reread(flow.key()).await?;
+                self.store.write(write(&flow)).await
+            }
+            written => written,
+        }?;
         FlowStateView::new(&flow, written, now)
     }
 
@@ -300,16 +313,11 @@ impl Flows {
         if let Some(flow) = flow {
             self.published(flow).await?;
         }
-        let mut events = self
+        let events = self
             .store
             .events(user_id.as_str(), flow, after, first + 1)
             .await?;
-        let has_next_page = events.len() > usize::try_from(first).unwrap_or(usize::MAX);
-        events.truncate(usize::try_from(first).unwrap_or(usize::MAX));
-        Ok(EventPage {
-            events,
-            has_next_page,
-        })
+        Ok(EventPage::of(events, first))
     }
 
     /// Every flow state and event of the user (the user, or an admin).
@@ -318,45 +326,30 @@ impl Flows {
         self.export_user(&user_id).await
     }
 
-    /// Every flow state and event of `user_id`, for the command line.
+    /// Every flow state of `user_id`, and the newest events, for the
+    /// command line.
     pub async fn export_user(&self, user_id: &UserId) -> Result<UserData> {
-        let catalog = self.catalog().await?;
+        let stored = self.store.states(user_id.as_str()).await?;
+        let catalog = self.catalog_of(stored.iter()).await?;
         let now = now();
-        let flow_states = self
-            .store
-            .states(user_id.as_str())
-            .await?
+        let flow_states = stored
             .into_iter()
-            .filter_map(|state| {
-                let flow = catalog.flows.get(&state.flow)?;
-                FlowStateView::new(flow, state, now).ok()
-            })
+            .filter_map(|state| current(catalog.flows.get(&state.flow)?, state, now).ok())
             .collect();
-        let mut events = Vec::new();
-        let mut before = None;
-        loop {
-            let page = self
-                .store
-                .events(user_id.as_str(), None, before, MAX_PAGE)
-                .await?;
-            let last = page.last().map(|event| event.id);
-            let full = page.len() == usize::try_from(MAX_PAGE).unwrap_or(usize::MAX);
-            events.extend(page);
-            match last {
-                Some(id) if full => before = Some(id),
-                _ => break,
-            }
-        }
+        let events = self
+            .store
+            .events(user_id.as_str(), None, None, MAX_EXPORT_EVENTS + 1)
+            .await?;
         Ok(UserData {
             user_id: user_id.as_str().to_owned(),
             flow_states,
-            events,
+            events: EventPage::of(events, MAX_EXPORT_EVENTS),
         })
     }
 
     /// Erases every row of the user (admins only).
     pub async fn erase(&self, viewer: &Viewer, user_id: String) -> Result<Erased> {
-        admin(viewer)?;
+        admin(viewer, "erase users' data")?;
         let user_id = UserId::parse(user_id)?;
         self.erase_user(&user_id, viewer_id(viewer).unwrap_or("?"))
             .await
@@ -371,64 +364,92 @@ impl Flows {
             flow_states = erased.flow_states,
             events = erased.events,
             idempotency_keys = erased.idempotency_keys,
+            events_anonymized = erased.events_anonymized,
             "user data erased"
         );
         Ok(erased)
     }
 
-    /// The state as it reads now, after applying, once, the re-onboarding
-    /// policy of versions published since the user's.
-    async fn current(
-        &self,
-        viewer: &Viewer,
-        flow: &Arc<Flow>,
-        state: FlowState,
-        now: DateTime<Utc>,
-    ) -> Result<FlowStateView> {
-        if state.version >= flow.latest().version {
-            return FlowStateView::new(flow, state, now);
-        }
-        let decided_flow = Arc::clone(flow);
-        let provenance = provenance(viewer, None);
-        let written = self
-            .store
-            .write(FlowWrite {
-                fresh: state.clone(),
-                provenance,
-                idempotency: None,
-                now,
-                decide: Box::new(move |stored: &FlowState| {
-                    let mut next = stored.clone().as_of(now);
-                    Ok(reonboarded(&decided_flow, &mut next, now)?
-                        .map(|happened| (next, vec![happened])))
-                }),
-            })
-            .await?;
-        FlowStateView::new(flow, written, now)
-    }
-
-    /// The flow `key` a state can be in, or an error naming it. A flow
-    /// published on another replica shows within `CATALOG_TTL`.
+    /// The flow `key` a state can be in, or an error naming it. A key this
+    /// replica does not know is looked up, and when another replica has
+    /// published it since, the flows are read again: an unknown key costs
+    /// one indexed read, like any other request.
     async fn published(&self, key: &str) -> Result<Arc<Flow>> {
         check_key("The flow key", key)?;
-        self.catalog()
-            .await?
+        if let Some(flow) = self.catalog().await?.flows.get(key) {
+            return Ok(Arc::clone(flow));
+        }
+        if !self.store.is_published(key).await? {
+            return Err(unknown_flow(key));
+        }
+        self.reread(key).await
+    }
+
+    /// The flow `key` as the database has it now.
+    async fn reread(&self, key: &str) -> Result<Arc<Flow>> {
+        let catalog = self.catalog_read_after(Instant::now()).await?;
+        catalog
             .flows
             .get(key)
             .cloned()
             .ok_or_else(|| unknown_flow(key))
     }
 
-    async fn catalog(&self) -> Result<Arc<Catalog>> {
-        if let Some(catalog) = self
-            .catalog
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            && catalog.read_at.elapsed() < CATALOG_TTL
-        {
-            return Ok(Arc::clone(catalog));
+    /// `flow`, read again when it lacks `version`: a state stored by a
+    /// replica that has read a newer version than this one.
+    async fn with_version(&self, flow: Arc<Flow>, version: i32) -> Result<Arc<Flow>> {
+        if flow.version(version).is_some() {
+            return Ok(flow);
         }
+        let reread = self.reread(flow.key()).await?;
+        match reread.version(version) {
+            Some(_) => Ok(reread),
+            None => Err(unknown_version(&reread, version)),
+        }
+    }
+
+    /// The catalog, read again when it lacks the flow or version of one of
+    /// `states`.
+    async fn catalog_of(
+        &self,
+        mut states: impl Iterator<Item = &FlowState>,
+    ) -> Result<Arc<Catalog>> {
+        let catalog = self.catalog().await?;
+        let known = |state: &FlowState| {
+            catalog
+                .flows
+                .get(&state.flow)
+                .is_some_and(|flow| flow.version(state.version).is_some())
+        };
+        if states.all(known) {
+            return Ok(catalog);
+        }
+        self.catalog_read_after(Instant::now()).await
+    }
+
+    /// The catalog as last read, when read within `CATALOG_TTL`.
+    async fn catalog(&self) -> Result<Arc<Catalog>> {
+        match self.cached_catalog() {
+            Some(catalog) if catalog.read_at.elapsed() < CATALOG_TTL => Ok(catalog),
+            _ => {
+                let oldest = Instant::now().checked_sub(CATALOG_TTL);
+                self.catalog_read_after(oldest.unwrap_or_else(Instant::now))
+                    .await
+            }
+        }
+    }
+
+    /// A catalog read from the database after `after`: the one another
+    /// caller just read, or one read now. Reads happen one at a time, so
+    /// callers that find the catalog stale together read it once.
+    async fn catalog_read_after(&self, after: Instant) -> Result<Arc<Catalog>> {
+        let _one_read_at_a_time = self.reading_catalog.lock().await;
+        if let Some(catalog) = self.cached_catalog()
+            && catalog.read_at > after
+        {
+            return Ok(catalog);
+        }
+        let read_at = Instant::now();
         let mut flows: BTreeMap<String, Flow> = BTreeMap::new();
         flows.insert(
             ONBOARDING.to_owned(),
@@ -450,15 +471,73 @@ impl Flows {
                 .into_iter()
                 .map(|(key, flow)| (key, Arc::new(flow)))
                 .collect(),
-            read_at: Instant::now(),
+            read_at,
         });
         *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&catalog));
         Ok(catalog)
     }
 
-    fn forget_catalog(&self) {
-        *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = None;
+    fn cached_catalog(&self) -> Option<Arc<Catalog>> {
+        self.catalog
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
+}
+
+/// The state as it reads at `now`, on the latest version of `flow` when a
+/// re-onboarding policy published since the user's version moves it there.
+/// Worked out in memory: a read never writes, and the user's next write
+/// stores the policy's effect with its REONBOARDED event.
+fn current(flow: &Arc<Flow>, mut state: FlowState, now: DateTime<Utc>) -> Result<FlowStateView> {
+    let mut moved = state.clone().as_of(now);
+    if reonboarded(flow, &mut moved, now)?.is_some() {
+        state = moved;
+    }
+    FlowStateView::new(flow, state, now)
+}
+
+/// What a write of `change` decides, given the state it locked: fails on a
+/// stale `expectedRevision`; applies first any re-onboarding policy
+/// published since the user's last write, then the change.
+fn decide(
+    flow: Arc<Flow>,
+    change: FlowChange,
+    expected_revision: Option<i64>,
+    now: DateTime<Utc>,
+) -> Decide {
+    Box::new(move |stored: &FlowState| {
+        if let Some(expected) = expected_revision
+            && expected != stored.revision
+        {
+            return Err(Error::stale_revision(expected, stored.revision));
+        }
+        let mut next = stored.clone().as_of(now);
+        let mut happenings: Vec<Happened> =
+            reonboarded(&flow, &mut next, now)?.into_iter().collect();
+        let version = version_of(&flow, next.version)?;
+        happenings.extend(next.apply(&change, version, flow.latest(), now)?);
+        Ok(Some((next, happenings)))
+    })
+}
+
+/// A state on a version this replica has not read yet.
+#[derive(Debug, thiserror::Error)]
+#[error("flow {flow} has no version {version} in this replica's catalog")]
+struct UnknownVersion {
+    flow: String,
+    version: i32,
+}
+
+fn unknown_version(flow: &Flow, version: i32) -> Error {
+    Error::Internal(Box::new(UnknownVersion {
+        flow: flow.key().to_owned(),
+        version,
+    }))
+}
+
+fn is_unknown_version(error: &Error) -> bool {
+    matches!(error, Error::Internal(source) if source.is::<UnknownVersion>())
 }
 
 /// Applies, once, the re-onboarding policies of the versions published
@@ -478,9 +557,8 @@ fn reonboarded(flow: &Flow, state: &mut FlowState, now: DateTime<Utc>) -> Result
 }
 
 fn version_of(flow: &Flow, version: i32) -> Result<&FlowVersion> {
-    flow.version(version).ok_or_else(|| {
-        Error::Internal(format!("flow {} has no version {version}", flow.key()).into())
-    })
+    flow.version(version)
+        .ok_or_else(|| unknown_version(flow, version))
 }
 
 fn signed_in(viewer: &Viewer) -> Result<()> {
@@ -490,11 +568,12 @@ fn signed_in(viewer: &Viewer) -> Result<()> {
     }
 }
 
-fn admin(viewer: &Viewer) -> Result<()> {
+/// Admits admins only to `what` ("publish flows").
+fn admin(viewer: &Viewer, what: &'static str) -> Result<()> {
     match viewer {
         Viewer::Anonymous => Err(Error::Unauthenticated),
         Viewer::User { admin: true, .. } => Ok(()),
-        Viewer::User { admin: false, .. } => Err(Error::Forbidden),
+        Viewer::User { admin: false, .. } => Err(Error::AdminOnly(what)),
     }
 }
 
@@ -526,6 +605,7 @@ fn idempotency(
             key.len()
         )));
     }
+    check_text("`idempotencyKey`", key)?;
     Ok(Idempotency {
         key: key.to_owned(),
         fingerprint: format!(

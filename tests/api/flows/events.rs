@@ -391,7 +391,47 @@ async fn an_event_carries_the_version_of_the_state_it_changed(backend: Backend) 
     );
 }
 
+async fn completing_or_skipping_the_last_required_step_also_records_flow_completed(
+    backend: Backend,
+) {
+    let app = spawn_app(backend).await;
+    publish_checklist(&app).await;
+    let (alice, bob) = (Who::User("alice"), Who::User("bob"));
+    for step in ["profile", "invite", "connect"] {
+        let args = json!({ "flow": "checklist", "step": step });
+        write_ok(&app, alice, "completeStep", args).await;
+    }
+    let events = events_of(&app, "alice", Some("checklist")).await;
+    assert_eq!(
+        types(&events),
+        [
+            "FLOW_COMPLETED",
+            "STEP_COMPLETED",
+            "STEP_COMPLETED",
+            "STEP_COMPLETED"
+        ]
+    );
+    assert_eq!(events[0]["step"], Value::Null);
+    assert_eq!(events[0]["at"], events[1]["at"], "one write, one time");
+
+    let again = json!({ "flow": "checklist", "step": "connect" });
+    write_ok(&app, alice, "completeStep", again).await;
+    let events = events_of(&app, "alice", Some("checklist")).await;
+    assert_eq!(types(&events)[..2], ["STEP_COMPLETED", "FLOW_COMPLETED"]);
+
+    for step in ["profile", "invite"] {
+        let args = json!({ "flow": "checklist", "step": step });
+        write_ok(&app, bob, "completeStep", args).await;
+    }
+    let args = json!({ "flow": "checklist", "step": "connect" });
+    let state = write_ok(&app, bob, "skipStep", args).await;
+    assert_eq!(state["status"], "COMPLETED");
+    let events = events_of(&app, "bob", Some("checklist")).await;
+    assert_eq!(types(&events)[..2], ["FLOW_COMPLETED", "STEP_SKIPPED"]);
+}
+
 on_both_backends!(
+    completing_or_skipping_the_last_required_step_also_records_flow_completed,
     every_write_appends_one_event_of_its_type_newest_first,
     step_events_carry_the_step_key_and_the_step_data,
     an_event_records_its_actor_and_the_request_id_of_its_response,

@@ -499,7 +499,42 @@ async fn an_unknown_flow_is_bad_user_input_naming_the_flow_in_every_operation(ba
     assert_eq!(events_of(&app, "alice", None).await, Vec::<Value>::new());
 }
 
+async fn a_completed_flow_stays_completed_when_dismissed_and_refuses_a_snooze(backend: Backend) {
+    let app = spawn_app(backend).await;
+    publish_checklist(&app).await;
+    let alice = Who::User("alice");
+    let completed = write_ok(&app, alice, "completeFlow", checklist()).await;
+
+    let dismissed = write_ok(&app, alice, "dismissFlow", checklist()).await;
+    assert_eq!(dismissed["status"], "COMPLETED", "{dismissed}");
+    assert_eq!(dismissed["completedAt"], completed["completedAt"]);
+    assert_datetime(&dismissed["dismissedAt"]);
+    assert_eq!(dismissed["revision"], 2);
+
+    let until = datetime_from_now(chrono::Duration::days(1));
+    let body = super::write(
+        &app,
+        alice,
+        "snoozeFlow",
+        json!({ "flow": "checklist", "until": until }),
+    )
+    .await;
+    super::assert_error(&body, "BAD_USER_INPUT", &["completed", "restartFlow"]);
+
+    let started = write_ok(&app, alice, "startFlow", checklist()).await;
+    assert_eq!(started["status"], "COMPLETED");
+    assert_eq!(started["completedAt"], completed["completedAt"]);
+    assert_eq!(started["revision"], 3, "the refused snooze wrote nothing");
+
+    let restarted = write_ok(&app, alice, "restartFlow", checklist()).await;
+    assert_eq!(
+        (&restarted["status"], &restarted["completedAt"]),
+        (&json!("NOT_STARTED"), &Value::Null)
+    );
+}
+
 on_both_backends!(
+    a_completed_flow_stays_completed_when_dismissed_and_refuses_a_snooze,
     the_first_flow_state_read_creates_a_not_started_state_on_the_latest_version,
     a_second_flow_state_read_returns_the_same_state_and_records_no_event,
     flow_states_lists_every_published_flow_and_onboarding_without_writing,

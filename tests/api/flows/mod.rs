@@ -6,13 +6,17 @@
 mod cli;
 mod concurrency;
 mod declarations;
+mod erasure_races;
 mod events;
 mod lifecycle;
 mod migration;
 mod original_api;
+mod replicas;
 mod revisions_and_idempotency;
 mod steps;
+mod stored_values;
 mod user_data;
+mod user_data_at_scale;
 mod versions;
 
 use serde_json::{Value, json};
