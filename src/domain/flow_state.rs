@@ -407,7 +407,8 @@ impl FlowState {
 
     /// Applies the re-onboarding policies of the versions published since
     /// the user's, once: the strongest that applies moves the user onto
-    /// `latest`. Returns the event when it changed anything.
+    /// `latest`. Returns the event when it changed anything; when no policy
+    /// applies, the state is left as it was.
     pub fn reonboard(
         &mut self,
         current: &FlowVersion,

@@ -179,6 +179,7 @@ impl Flows {
         if let Some((version, true)) = published.first() {
             tracing::info!(flow = %key, version = version.version, actor = ?viewer_id(viewer), "flow published");
         }
+        self.reread(&key).await?;
         self.catalog()
             .await?
             .published()
@@ -196,7 +197,11 @@ impl Flows {
             declaration.check()?;
         }
         let published = self.store.publish(declarations, now()).await?;
-        self.catalog_read_after(Instant::now()).await?;
+        // This replica's requests see the new versions at once; should the
+        // read fail, they see them within `CATALOG_TTL`.
+        if let Err(error) = self.catalog_read_after(Instant::now()).await {
+            tracing::warn!(%error, "cannot read the flows again after publishing");
+        }
         Ok(published)
     }
 
@@ -292,6 +297,8 @@ impl Flows {
             }
             written => written,
         }?;
+        // A retry's first answer may be on a version published since.
+        let flow = self.with_version(flow, written.version).await?;
         FlowStateView::new(&flow, written, now)
     }
 
@@ -334,8 +341,8 @@ impl Flows {
         let now = now();
         let flow_states = stored
             .into_iter()
-            .filter_map(|state| current(catalog.flows.get(&state.flow)?, state, now).ok())
-            .collect();
+            .filter_map(|state| Some(current(catalog.flows.get(&state.flow)?, state, now)))
+            .collect::<Result<_>>()?;
         let events = self
             .store
             .events(user_id.as_str(), None, None, MAX_EXPORT_EVENTS + 1)
@@ -489,11 +496,9 @@ impl Flows {
 /// re-onboarding policy published since the user's version moves it there.
 /// Worked out in memory: a read never writes, and the user's next write
 /// stores the policy's effect with its REONBOARDED event.
-fn current(flow: &Arc<Flow>, mut state: FlowState, now: DateTime<Utc>) -> Result<FlowStateView> {
-    let mut moved = state.clone().as_of(now);
-    if reonboarded(flow, &mut moved, now)?.is_some() {
-        state = moved;
-    }
+fn current(flow: &Arc<Flow>, state: FlowState, now: DateTime<Utc>) -> Result<FlowStateView> {
+    let mut state = state.as_of(now);
+    reonboarded(flow, &mut state, now)?;
     FlowStateView::new(flow, state, now)
 }
 
