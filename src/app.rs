@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -20,7 +20,7 @@ use tower_http::validate_request::ValidateRequestHeaderLayer;
 
 use crate::access_log::AccessLogLayer;
 use crate::auth::{self, KeyError, TokenRequest, Verifier};
-use crate::config::ServeArgs;
+use crate::config::{DatabaseArgs, ServeArgs};
 use crate::connections::{self, ConnectionLimits};
 use crate::cors::{self, Cors};
 use crate::db::{ConnectError, Db};
@@ -46,8 +46,8 @@ pub enum StartError {
     Key(#[from] KeyError),
     #[error("{0}")]
     Database(#[from] ConnectError),
-    #[error("cannot apply database migrations: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("{0}")]
+    Migrate(#[from] crate::db::MigrationError),
     #[error("cannot listen on LISTEN_ADDR {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -71,6 +71,9 @@ pub struct Application {
     dev_token: Option<Arc<str>>,
     /// Removes expired idempotency keys while the server runs.
     forgetting_keys: tokio::task::JoinHandle<()>,
+    state: AppState,
+    /// How long `/readyz` answers 503 before the server stops accepting.
+    drain: Duration,
 }
 
 impl Application {
@@ -83,8 +86,20 @@ impl Application {
         let cors = Cors::new(&args.cors_allowed_origins)?;
         let dev_token = if args.dev { demo_token(args)? } else { None };
         connections::raise_file_limit(args.max_connections as usize);
-        let db = Db::connect(&args.database).await?;
-        db.migrate().await?;
+        let db = connect_waiting(&args.database, args.database_wait).await?;
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            database = %crate::db::describe(&args.database.database_url),
+            "database connected"
+        );
+        if args.no_migrate {
+            db.check_migrated().await?;
+        } else {
+            let applied = db.migrate().await?;
+            if !applied.is_empty() {
+                tracing::info!(migrations = ?applied, "database migrations applied");
+            }
+        }
         let listener = TcpListener::bind(args.listen_addr)
             .await
             .map_err(|source| StartError::Bind {
@@ -104,10 +119,11 @@ impl Application {
             db: db.clone(),
             documents: DocumentCache::default(),
             dev_token: dev_token.clone(),
+            draining: AtomicBool::new(false),
         });
         Ok(Self {
             listener,
-            router: router(state, cors),
+            router: router(Arc::clone(&state), cors),
             limits: ConnectionLimits {
                 max_connections: args.max_connections as usize,
                 header_read_timeout: args.header_read_timeout,
@@ -116,6 +132,8 @@ impl Application {
             db,
             dev_token,
             forgetting_keys,
+            state,
+            drain: args.shutdown_drain,
         })
     }
 
@@ -127,6 +145,28 @@ impl Application {
     /// The `--dev` demo token, when there is one.
     pub fn dev_token(&self) -> Option<&str> {
         self.dev_token.as_deref()
+    }
+
+    /// Serves until `signal` completes; then `/readyz` answers 503 for the
+    /// drain time (SHUTDOWN_DRAIN) while requests are still served, then the
+    /// server stops accepting, finishes in-flight requests and closes the
+    /// database.
+    pub async fn run_until_drained(
+        self,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let (state, drain) = (Arc::clone(&self.state), self.drain);
+        self.run_until(async move {
+            signal.await;
+            state.draining.store(true, Ordering::Relaxed);
+            tracing::info!(
+                drain_ms = u64::try_from(drain.as_millis()).unwrap_or(u64::MAX),
+                "stopping: /readyz answers 503 while load balancers take this server out"
+            );
+            tokio::time::sleep(drain).await;
+            tracing::info!("no longer accepting connections; finishing the requests in flight");
+        })
+        .await
     }
 
     /// Serves until `shutdown` completes, then finishes in-flight requests and
@@ -221,6 +261,9 @@ async fn healthz() -> &'static str {
 
 /// `GET /readyz`: the database answers.
 async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    if state.draining.load(Ordering::Relaxed) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "stopping\n").into_response();
+    }
     match tokio::time::timeout(READINESS_TIMEOUT, state.db.ping()).await {
         Ok(Ok(())) => "ready\n".into_response(),
         Ok(Err(error)) => {
@@ -278,6 +321,30 @@ fn demo_token(args: &ServeArgs) -> Result<Option<Arc<str>>, StartError> {
         audience: args.jwt.jwt_audience.as_deref(),
     })?;
     Ok(Some(token.into()))
+}
+
+/// The database, once it accepts connections: a database that is not up
+/// yet (refused, no answer, starting up) is tried again with backoff for up
+/// to `wait`, each time saying why; anything else fails at once.
+async fn connect_waiting(args: &DatabaseArgs, wait: Duration) -> Result<Db, ConnectError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match Db::connect(args).await {
+            Err(error)
+                if error.is_transient() && tokio::time::Instant::now() + delay < deadline =>
+            {
+                tracing::warn!(
+                    %error,
+                    retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                    "the database does not accept connections yet"
+                );
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            connected => return connected,
+        }
+    }
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

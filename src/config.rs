@@ -45,9 +45,10 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Apply pending migrations, then serve HTTP until SIGINT or SIGTERM.
-    Serve(ServeArgs),
-    /// Apply pending migrations and exit.
-    Migrate(DatabaseArgs),
+    Serve(Box<ServeArgs>),
+    /// Apply pending migrations and exit (with --check: apply nothing, list
+    /// the pending ones, and exit non-zero when there are any).
+    Migrate(MigrateArgs),
     /// Print the GraphQL schema (SDL); `schema.graphql` in the repository is this output.
     Schema,
     /// Print an HS256 token signed with `JWT_SECRET`, for development and tests.
@@ -58,6 +59,16 @@ pub enum Command {
     /// Export or erase everything kept about one user.
     #[command(subcommand)]
     Users(UsersCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// Apply nothing: list the pending migrations, and exit 1 when there are any.
+    #[arg(long)]
+    pub check: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -110,6 +121,23 @@ pub struct ServeArgs {
     #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
     pub listen_addr: SocketAddr,
 
+    /// After SIGTERM or SIGINT, how long `/readyz` answers 503 while requests
+    /// are still served, so that load balancers take the server out before
+    /// it stops accepting (e.g. `5s`; `0s` stops at once).
+    #[arg(long, env = "SHUTDOWN_DRAIN", default_value = "5s", value_parser = parse_drain)]
+    pub shutdown_drain: Duration,
+
+    /// How long `serve` waits at start for a database that does not accept
+    /// connections yet, retrying with backoff and logging why (e.g. `30s`).
+    #[arg(long, env = "DATABASE_WAIT", default_value = "30s", value_parser = parse_timeout)]
+    pub database_wait: Duration,
+
+    /// Apply no migrations: start only if the database already has every
+    /// migration this binary needs (`onboarding migrate` as a deploy step,
+    /// a role with read and write rights only).
+    #[arg(long, env = "NO_MIGRATE")]
+    pub no_migrate: bool,
+
     /// Browser origins allowed to call the API (comma-separated, e.g.
     /// `https://app.example.com`). None by default: same-origin only.
     #[arg(long, env = "CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
@@ -149,14 +177,26 @@ pub struct DatabaseArgs {
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://onboarding.db")]
     pub database_url: String,
 
-    /// Most database connections the server holds open at once.
+    /// Most database connections the server holds open at once (1 to 1000;
+    /// with several replicas, their sum must fit the database's own limit).
     #[arg(
         long,
         env = "DATABASE_MAX_CONNECTIONS",
         default_value_t = 10,
-        value_parser = clap::value_parser!(u32).range(1..)
+        value_parser = clap::value_parser!(u32).range(1..=1000)
     )]
     pub database_max_connections: u32,
+
+    /// Postgres: longest a statement may run before the database cancels it
+    /// (e.g. `10s`); under the 30 s a request may take, so that a stuck
+    /// statement fails its request with a message rather than a timeout.
+    #[arg(long, env = "DATABASE_STATEMENT_TIMEOUT", default_value = "10s", value_parser = parse_database_timeout)]
+    pub database_statement_timeout: Duration,
+
+    /// Postgres: longest a write waits for a row another transaction holds
+    /// (e.g. `2s`), then fails alone with a "retry shortly" message.
+    #[arg(long, env = "DATABASE_LOCK_TIMEOUT", default_value = "2s", value_parser = parse_database_timeout)]
+    pub database_lock_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -264,6 +304,24 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
     let timeout = parse_duration(text, "`10s`, `500ms`, `2m`")?;
     if timeout.is_zero() || timeout > DAY {
         return Err("more than zero and at most a day (e.g. `10s`)".to_owned());
+    }
+    Ok(timeout)
+}
+
+/// A drain time: from none to a minute.
+fn parse_drain(text: &str) -> Result<Duration, String> {
+    let drain = parse_duration(text, "`5s`, `0s`")?;
+    if drain > Duration::from_secs(60) {
+        return Err("from 0s to 60s (e.g. `5s`)".to_owned());
+    }
+    Ok(drain)
+}
+
+/// A database timeout: from 1 ms to 25 s, well under a request's 30 s.
+fn parse_database_timeout(text: &str) -> Result<Duration, String> {
+    let timeout = parse_duration(text, "`2s`, `500ms`")?;
+    if !(Duration::from_millis(1)..=Duration::from_secs(25)).contains(&timeout) {
+        return Err("from 1ms to 25s, under the 30 s a request may take (e.g. `2s`)".to_owned());
     }
     Ok(timeout)
 }

@@ -4,7 +4,7 @@ use clap::Parser;
 use onboarding::app::{self, Application};
 use onboarding::auth::{self, TokenRequest};
 use onboarding::config::{
-    Cli, Command, DatabaseArgs, FlowsCommand, ServeArgs, TokenArgs, UsersCommand,
+    Cli, Command, FlowsCommand, MigrateArgs, ServeArgs, TokenArgs, UsersCommand,
 };
 use onboarding::db::Db;
 use onboarding::{commands, graphql, telemetry};
@@ -17,7 +17,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let _log_writer = telemetry::init(&cli.log_filter, cli.log_format);
     let result = match cli.command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve(*args).await,
         Command::Migrate(args) => migrate(args).await,
         Command::Schema => {
             print!("{}", graphql::sdl());
@@ -61,14 +61,39 @@ async fn serve(args: ServeArgs) -> Result {
         println!("Authorization: Bearer {token}\n");
     }
     tracing::info!(%addr, "listening");
-    application.run_until(app::shutdown_signal()).await?;
+    application
+        .run_until_drained(app::shutdown_signal())
+        .await?;
     tracing::info!("stopped");
     Ok(())
 }
 
-async fn migrate(args: DatabaseArgs) -> Result {
-    Db::connect(&args).await?.migrate().await?;
-    tracing::info!("migrations applied");
+async fn migrate(args: MigrateArgs) -> Result {
+    let db = Db::connect(&args.database).await?;
+    if args.check {
+        let status = db.migration_status().await?;
+        for migration in &status.unknown {
+            println!("applied by a newer release: {migration}");
+        }
+        for migration in &status.pending {
+            println!("pending: {migration}");
+        }
+        let incompatible = status.incompatible();
+        if !incompatible.is_empty() {
+            return Err(format!(
+                "the database has migrations this binary cannot run with: {}",
+                incompatible.join(", ")
+            )
+            .into());
+        }
+        if !status.pending.is_empty() {
+            return Err(format!("{} migrations are pending", status.pending.len()).into());
+        }
+        println!("the database has every migration of this release");
+        return Ok(());
+    }
+    let applied = db.migrate().await?;
+    tracing::info!(migrations = ?applied, "migrations applied");
     Ok(())
 }
 

@@ -2,6 +2,7 @@
 //! database and the parsed-document cache.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use crate::auth::Verifier;
 use crate::db::Db;
@@ -23,4 +24,7 @@ pub struct Shared {
     pub documents: DocumentCache,
     /// The `--dev` demo token, shown in GraphiQL's headers.
     pub dev_token: Option<Arc<str>>,
+    /// Set once the server is told to stop: `/readyz` answers 503 so that
+    /// load balancers stop sending requests before it stops accepting them.
+    pub draining: AtomicBool,
 }

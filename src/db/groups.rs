@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::{DbError, Provenance, Result};
@@ -16,25 +16,28 @@ pub const MAX_GROUP: usize = 256;
 /// The queues to a database's writer and readers, and their tasks.
 #[derive(Debug, Clone)]
 pub struct Queues {
-    writes: mpsc::Sender<Job<WriteRequest>>,
+    writes: flume::Sender<Job<WriteRequest>>,
     reads: flume::Sender<Job<Read>>,
     tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    writers: usize,
     readers: usize,
 }
 
 /// The receiving ends, for the tasks that serve them.
-pub type WriteQueue = mpsc::Receiver<Job<WriteRequest>>;
+pub type WriteQueue = flume::Receiver<Job<WriteRequest>>;
 pub type ReadQueue = flume::Receiver<Job<Read>>;
 
 impl Queues {
-    /// Queues for one writer and `readers` readers, started by `start`.
-    pub fn new(readers: usize) -> (Self, WriteQueue, ReadQueue) {
-        let (writes, write_queue) = mpsc::channel(4 * MAX_GROUP);
+    /// Queues for `writers` writers and `readers` readers, started by the
+    /// caller.
+    pub fn new(writers: usize, readers: usize) -> (Self, WriteQueue, ReadQueue) {
+        let (writes, write_queue) = flume::bounded(4 * MAX_GROUP);
         let (reads, read_queue) = flume::bounded(4 * MAX_GROUP);
         let queues = Self {
             writes,
             reads,
             tasks: Arc::default(),
+            writers,
             readers,
         };
         (queues, write_queue, read_queue)
@@ -89,7 +92,7 @@ impl Queues {
             answer,
         };
         self.writes
-            .send(Job::Request(request))
+            .send_async(Job::Request(request))
             .await
             .map_err(|_| closed())?;
         answered
@@ -101,7 +104,9 @@ impl Queues {
     /// Lets the writer and the readers finish what is queued, then waits for
     /// them to close their connections.
     pub async fn close(&self) {
-        let _ = self.writes.send(Job::Close).await;
+        for _ in 0..self.writers {
+            let _ = self.writes.send_async(Job::Close).await;
+        }
         for _ in 0..self.readers {
             let _ = self.reads.send_async(Job::Close).await;
         }

@@ -7,6 +7,56 @@ use std::borrow::Cow;
 
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 
+/// A migration a newer release applied that this binary cannot run with
+/// says so in its name: `VERSION_..._breaking.sql`. Any other migration a
+/// newer release applied only adds, so an older binary keeps working (a
+/// rolling deploy, a rollback).
+const BREAKING: &str = "breaking";
+
+/// What the database has applied, next to what this binary embeds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MigrationStatus {
+    /// Embedded, not applied yet: `VERSION description`.
+    pub pending: Vec<String>,
+    /// Applied by a newer release, unknown to this binary.
+    pub unknown: Vec<String>,
+}
+
+impl MigrationStatus {
+    /// The status of `applied` (version, description) against `files`.
+    pub fn of(files: &'static [MigrationFile], applied: &[(i64, String)]) -> Self {
+        let embedded = migrator(files);
+        let pending = embedded
+            .iter()
+            .filter(|migration| {
+                !applied
+                    .iter()
+                    .any(|(version, _)| *version == migration.version)
+            })
+            .map(|migration| format!("{} {}", migration.version, migration.description))
+            .collect();
+        let unknown = applied
+            .iter()
+            .filter(|(version, _)| {
+                !embedded
+                    .iter()
+                    .any(|migration| migration.version == *version)
+            })
+            .map(|(version, description)| format!("{version} {description}"))
+            .collect();
+        Self { pending, unknown }
+    }
+
+    /// The migrations a newer release applied that this binary cannot run with.
+    pub fn incompatible(&self) -> Vec<&str> {
+        self.unknown
+            .iter()
+            .filter(|migration| migration.ends_with(BREAKING))
+            .map(String::as_str)
+            .collect()
+    }
+}
+
 /// One `migrations/BACKEND/VERSION_DESCRIPTION.sql` file.
 pub struct MigrationFile {
     name: &'static str,
@@ -36,6 +86,14 @@ pub const POSTGRES: &[MigrationFile] = migrations!("postgres":
     "20261202000001_event_user_index",
 );
 
+/// Whether sqlx's table of applied migrations exists, in each dialect.
+pub const SQLITE_HAS_TABLE: &str =
+    "select exists(select 1 from sqlite_master where type = 'table' and name = '_sqlx_migrations')";
+pub const POSTGRES_HAS_TABLE: &str = "select to_regclass('_sqlx_migrations') is not null";
+/// The migrations applied, in order.
+pub const APPLIED: &str =
+    "select version, description from _sqlx_migrations where success order by version";
+
 /// A migrator for one backend's files. Each migration's version, description
 /// and checksum are what sqlx's own `migrate!` gives the same file, so
 /// databases migrated before keep matching.
@@ -56,7 +114,9 @@ pub fn migrator(files: &'static [MigrationFile]) -> Migrator {
         .collect();
     Migrator {
         migrations: Cow::Owned(migrations),
-        ignore_missing: false,
+        // Migrations a newer release applied: `Db::migrate` refuses the
+        // breaking ones before this runs, and logs the others.
+        ignore_missing: true,
         locking: true,
         no_tx: false,
     }

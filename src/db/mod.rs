@@ -14,9 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::Connection;
 use sqlx::migrate::MigrateError;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
+use sqlx::postgres::PgConnectOptions;
 
 use groups::{Queues, Write};
 use sqlx::sqlite::SqliteError;
@@ -25,16 +24,24 @@ use crate::config::DatabaseArgs;
 use crate::domain::{Change, OnboardingState, Step, UserId};
 
 pub use flows::{Decide, Erased, FlowStore, FlowWrite, Idempotency, Provenance};
+pub use migrations::MigrationStatus;
 pub use postgres::Postgres;
 pub use sqlite::Sqlite;
 
 /// How long a request waits for a free connection before failing.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The columns of `onboarding_state` a fresh state is inserted with.
+macro_rules! created_columns {
+    () => {
+        "user_id, is_completed, current_step, completed_at, created_at, updated_at"
+    };
+}
 
 /// The columns of `onboarding_state`, in the order `OnboardingState` reads them.
 macro_rules! columns {
     () => {
-        "user_id, is_completed, current_step, completed_at, created_at, updated_at"
+        concat!(created_columns!(), ", revision")
     };
 }
 
@@ -59,7 +66,7 @@ macro_rules! onboarding_flow_columns {
 /// state's status, start and revision.
 macro_rules! inserted_columns {
     () => {
-        concat!(columns!(), ", status, started_at, revision")
+        concat!(created_columns!(), ", status, started_at, revision")
     };
 }
 
@@ -172,6 +179,7 @@ where
     String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     i32: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     DateTime<Utc>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
 {
     fn from_row(row: &'r R) -> sqlx::Result<Self> {
@@ -182,6 +190,7 @@ where
             completed_at: row.try_get(3)?,
             created_at: row.try_get(4)?,
             updated_at: row.try_get(5)?,
+            revision: row.try_get(6)?,
         })
     }
 }
@@ -192,6 +201,7 @@ pub struct DbError(Arc<sqlx::Error>);
 
 impl From<sqlx::Error> for DbError {
     fn from(error: sqlx::Error) -> Self {
+        postgres::note_failover(&error);
         Self(Arc::new(error))
     }
 }
@@ -208,11 +218,14 @@ impl std::error::Error for DbError {
     }
 }
 
-/// A database that cannot serve right now is worth a retry; anything else
-/// is a fault, logged and reported as internal.
+/// A write that lost to another one (a lock held past the timeout, a
+/// deadlock) and a database that cannot serve right now are worth a retry;
+/// anything else is a fault, logged and reported as internal.
 impl From<DbError> for crate::domain::Error {
     fn from(error: DbError) -> Self {
-        if error.is_unavailable() {
+        if error.is_contended() {
+            Self::Busy(Box::new(error))
+        } else if error.is_unavailable() {
             Self::Unavailable(Box::new(error))
         } else {
             Self::Internal(Box::new(error))
@@ -226,9 +239,52 @@ impl DbError {
     pub fn is_unavailable(&self) -> bool {
         is_unavailable(&self.0)
     }
+
+    /// Whether Postgres gave up on the statement for another transaction's
+    /// sake: a deadlock, a serialization failure, the lock timeout or the
+    /// statement timeout.
+    pub fn is_contended(&self) -> bool {
+        const CONTENDED: [&str; 4] = ["40P01", "40001", "55P03", "57014"];
+        self.postgres_code()
+            .is_some_and(|code| CONTENDED.contains(&code.as_ref()))
+    }
+
+    /// Whether Postgres chose this statement's transaction to end a deadlock.
+    pub fn is_deadlock(&self) -> bool {
+        self.postgres_code().as_deref() == Some("40P01")
+    }
+
+    fn postgres_code(&self) -> Option<std::borrow::Cow<'_, str>> {
+        let error = self.0.as_database_error()?;
+        if error.try_downcast_ref::<SqliteError>().is_some() {
+            return None;
+        }
+        error.code()
+    }
 }
 
 pub type Result<T, E = DbError> = std::result::Result<T, E>;
+
+/// Why the database's migrations could not be applied, or do not fit.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrationError {
+    #[error("cannot apply database migrations: {0}")]
+    Migrate(#[from] MigrateError),
+    #[error("cannot read which migrations the database has: {0}")]
+    Status(#[source] sqlx::Error),
+    #[error(
+        "the database has migrations of a newer release that this binary cannot run with: {}; \
+         deploy that release or a later one",
+        .0.join(", ")
+    )]
+    Incompatible(Vec<String>),
+    #[error(
+        "the database lacks migrations this binary needs: {}; run `onboarding migrate` (or \
+         start `serve` without --no-migrate)",
+        .0.join(", ")
+    )]
+    Pending(Vec<String>),
+}
 
 /// Connections to whichever database `DATABASE_URL` names.
 #[derive(Debug, Clone)]
@@ -265,9 +321,19 @@ pub enum ConnectError {
 }
 
 impl ConnectError {
+    /// Whether the database may accept connections shortly: refused, no
+    /// answer, starting up or shutting down.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ConnectError::NoAnswer(_) => true,
+            ConnectError::Connect(error) => is_unavailable(error),
+            _ => false,
+        }
+    }
+
     /// The failure of a first connection to Postgres; a database that does
     /// not exist (SQLSTATE 3D000) gets the command that creates it.
-    fn postgres(error: sqlx::Error, options: &PgConnectOptions) -> Self {
+    pub(crate) fn postgres(error: sqlx::Error, options: &PgConnectOptions) -> Self {
         let missing = error
             .as_database_error()
             .is_some_and(|error| error.code().as_deref() == Some("3D000"));
@@ -295,6 +361,22 @@ impl ConnectError {
     }
 }
 
+/// Where a `DATABASE_URL` points, for the log, without its credentials:
+/// `host:port/database`, or the SQLite file.
+pub fn describe(url: &str) -> String {
+    match url.split_once("://") {
+        Some(("postgres" | "postgresql", _)) => PgConnectOptions::from_str(url).map_or_else(
+            |_| "an unreadable Postgres URL".to_owned(),
+            |options| {
+                let database = options.get_database().unwrap_or(options.get_username());
+                format!("{}:{}/{database}", options.get_host(), options.get_port())
+            },
+        ),
+        Some((_, path)) => path.split('?').next().unwrap_or(path).to_owned(),
+        None => url.to_owned(),
+    }
+}
+
 /// `word` as one shell word: quoted when it holds anything but plain characters.
 fn shell_word(word: &str) -> String {
     let plain = |c: char| c.is_ascii_alphanumeric() || "-_./:@%+=,".contains(c);
@@ -309,7 +391,13 @@ fn shell_word(word: &str) -> String {
 /// connections, locked by another process) rather than a fault in the request.
 pub fn is_unavailable(error: &sqlx::Error) -> bool {
     match error {
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+        // A proxy or balancer in front of a failing over server may answer
+        // with anything, or close the connection mid-handshake.
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_) => true,
         sqlx::Error::WorkerCrashed => true,
         sqlx::Error::Database(error) => {
             let code = error.code().unwrap_or_default();
@@ -349,47 +437,65 @@ impl Db {
             "sqlite" => Ok(Db::Sqlite(
                 Sqlite::open(url, args.database_max_connections).await?,
             )),
-            "postgres" | "postgresql" => {
-                let options = PgConnectOptions::from_str(url).map_err(ConnectError::InvalidUrl)?;
-                // One direct connection first: the pool retries until its
-                // timeout and then reports only that, not why (refused,
-                // unknown host, wrong password, no such database).
-                tokio::time::timeout(ACQUIRE_TIMEOUT, PgConnection::connect_with(&options))
-                    .await
-                    .map_err(|_| ConnectError::NoAnswer(ACQUIRE_TIMEOUT.as_secs()))?
-                    .map_err(|error| ConnectError::postgres(error, &options))?
-                    .close()
-                    .await
-                    .map_err(ConnectError::Connect)?;
-                let pool = PgPoolOptions::new()
-                    .max_connections(args.database_max_connections)
-                    .acquire_timeout(ACQUIRE_TIMEOUT)
-                    // A broken connection fails the one statement that finds
-                    // it and is replaced; a ping before every statement would
-                    // double the round trips of every request.
-                    .test_before_acquire(false)
-                    .connect_with(options)
-                    .await
-                    .map_err(ConnectError::Connect)?;
-                Ok(Db::Postgres(Postgres::start(
-                    pool,
-                    args.database_max_connections,
-                )))
-            }
+            "postgres" | "postgresql" => Ok(Db::Postgres(Postgres::connect(args).await?)),
             other => Err(ConnectError::UnsupportedScheme(other.to_owned())),
         }
     }
 
-    /// Applies the migrations this database has not seen yet.
-    pub async fn migrate(&self) -> Result<(), MigrateError> {
+    /// What the database has applied, next to what this binary embeds.
+    pub async fn migration_status(&self) -> Result<MigrationStatus, MigrationError> {
+        let (files, applied) = match self {
+            Db::Sqlite(sqlite) => (migrations::SQLITE, sqlite.applied_migrations().await),
+            Db::Postgres(postgres) => (migrations::POSTGRES, postgres.applied_migrations().await),
+        };
+        let applied = applied.map_err(MigrationError::Status)?;
+        Ok(MigrationStatus::of(files, &applied))
+    }
+
+    /// Applies the migrations this database has not seen yet, and returns
+    /// them. Migrations a newer release applied are logged and run without,
+    /// unless one is breaking: then nothing is applied and the error says so.
+    pub async fn migrate(&self) -> Result<Vec<String>, MigrationError> {
+        let status = self.compatible_status().await?;
         match self {
-            Db::Sqlite(sqlite) => sqlite.migrate().await,
+            Db::Sqlite(sqlite) => sqlite.migrate().await?,
             Db::Postgres(postgres) => {
                 migrations::migrator(migrations::POSTGRES)
                     .run(postgres.pool())
-                    .await
+                    .await?
             }
         }
+        Ok(status.pending)
+    }
+
+    /// Checks, applying nothing, that the database has every migration this
+    /// binary needs (`serve --no-migrate`).
+    pub async fn check_migrated(&self) -> Result<(), MigrationError> {
+        let status = self.compatible_status().await?;
+        if status.pending.is_empty() {
+            Ok(())
+        } else {
+            Err(MigrationError::Pending(status.pending))
+        }
+    }
+
+    /// The migration status, refused when a newer release applied a
+    /// breaking migration; other migrations of a newer release are logged.
+    async fn compatible_status(&self) -> Result<MigrationStatus, MigrationError> {
+        let status = self.migration_status().await?;
+        let incompatible = status.incompatible();
+        if !incompatible.is_empty() {
+            let incompatible = incompatible.into_iter().map(str::to_owned).collect();
+            return Err(MigrationError::Incompatible(incompatible));
+        }
+        if !status.unknown.is_empty() {
+            tracing::warn!(
+                migrations = ?status.unknown,
+                "the database has migrations of a newer release; they only add, so this binary \
+                 runs without them"
+            );
+        }
+        Ok(status)
     }
 
     /// The statements of flows.
@@ -407,9 +513,14 @@ impl Db {
         }
     }
 
-    /// Checks that the database answers.
+    /// Checks that the database answers, and on Postgres that it takes
+    /// writes (not a standby, nor read-only).
     pub async fn ping(&self) -> Result<()> {
-        self.queues().ping().await
+        self.queues().ping().await?;
+        match self {
+            Db::Sqlite(_) => Ok(()),
+            Db::Postgres(postgres) => postgres.check_writable().await,
+        }
     }
 
     /// Lets the queued requests finish, then closes every connection.

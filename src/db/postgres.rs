@@ -5,20 +5,27 @@
 //! side, so the statements themselves move `updated_at` past the stored one.
 
 use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, Utc};
-use sqlx::postgres::PgPool;
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
 use super::groups::{self, Queues, Reader, Write, WriteQueue, WriteRequest, gather};
-use super::{DbError, FlowStore, Result, Upserts};
+use super::{ACQUIRE_TIMEOUT, ConnectError, DbError, FlowStore, Result, Upserts};
+use crate::config::DatabaseArgs;
 use crate::domain::{Change, FlowState, OnboardingState, Step};
 
 /// The rows of a group: `$1` user ids, `$2` steps, `$3` times; then the
-/// created and updated times.
+/// created and updated times. In the order of their user ids, the order in
+/// which every statement on every replica locks rows, so that two never
+/// wait for each other (a deadlock).
 macro_rules! rows {
     ($($column:literal),+) => {
         concat!(
-            "select ", $($column, ", ",)+ "w.n, w.n from unnest($1::text[], $2::int4[], $3::timestamptz[]) as w(u, s, n)"
+            "select ", $($column, ", ",)+ "w.n, w.n from unnest($1::text[], $2::int4[], $3::timestamptz[]) as w(u, s, n) order by w.u"
         )
     };
 }
@@ -36,7 +43,7 @@ macro_rules! written_rows {
             $status,
             "', ",
             $started_at,
-            ", 1 from unnest($1::text[], $2::int4[], $3::timestamptz[]) as w(u, s, n)"
+            ", 1 from unnest($1::text[], $2::int4[], $3::timestamptz[]) as w(u, s, n) order by w.u"
         )
     };
 }
@@ -96,7 +103,7 @@ const FIND_ONBOARDING_FLOW_STATES: &str = concat!(
 /// Fresh states for the users of the group that have none.
 const CREATE_MISSING: &str = concat!(
     "insert into onboarding_state (",
-    columns!(),
+    created_columns!(),
     ") ",
     rows!("w.u", "false", "0", "null::timestamptz"),
     " on conflict (user_id) do nothing"
@@ -124,12 +131,133 @@ pub struct Postgres {
     flows: FlowStore,
 }
 
+/// How long a pooled connection lives: after a failover, the last
+/// connection to the old server is gone within it, whatever happens.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+
+/// When, in milliseconds since the Unix epoch, a statement last met a server
+/// that cannot take writes or has gone (a standby, a read-only server, one
+/// shutting down, a broken connection): connections opened before it are
+/// closed rather than used again, so that a failover is followed at once.
+static FAILOVER_SEEN_AT_MS: AtomicU64 = AtomicU64::new(0);
+
+fn unix_ms(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).map_or(0, |since| {
+        u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+    })
+}
+
+/// Notes `error` when it shows the connection's server cannot take writes or
+/// has gone.
+pub fn note_failover(error: &sqlx::Error) {
+    let failover = match error {
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(error) => error.code().is_some_and(|code| {
+            matches!(code.as_ref(), "25006" | "57P01" | "57P02" | "57P03")
+                || (code.starts_with("08") && code != "08P01")
+        }),
+        _ => false,
+    };
+    if failover {
+        FAILOVER_SEEN_AT_MS.fetch_max(unix_ms(SystemTime::now()), Ordering::Relaxed);
+    }
+}
+
+/// Whether a connection of `age` was opened before the last failover seen.
+fn opened_before_failover(age: Duration) -> bool {
+    let seen = FAILOVER_SEEN_AT_MS.load(Ordering::Relaxed);
+    seen != 0 && unix_ms(SystemTime::now() - age) <= seen
+}
+
 impl Postgres {
-    /// Starts the writer and the readers on `pool`.
+    /// Connects as `args` say: one direct connection first, for the reason
+    /// if it fails, then the pool, its writers and readers.
+    pub async fn connect(args: &DatabaseArgs) -> Result<Self, ConnectError> {
+        // No floats are read; a pooler (PgBouncer) refuses the start-up
+        // parameter unless told to ignore it, and the timeouts are set once
+        // connected for the same reason.
+        let options = PgConnectOptions::from_str(&args.database_url)
+            .map_err(ConnectError::InvalidUrl)?
+            .extra_float_digits(None);
+        let timeouts: std::sync::Arc<str> = format!(
+            "set statement_timeout = '{}'; set lock_timeout = '{}'",
+            millis(args.database_statement_timeout),
+            millis(args.database_lock_timeout)
+        )
+        .into();
+        // The pool retries until its timeout and then reports only that, not
+        // why (refused, unknown host, wrong password, no such database).
+        tokio::time::timeout(ACQUIRE_TIMEOUT, PgConnection::connect_with(&options))
+            .await
+            .map_err(|_| ConnectError::NoAnswer(ACQUIRE_TIMEOUT.as_secs()))?
+            .map_err(|error| ConnectError::postgres(error, &options))?
+            .close()
+            .await
+            .map_err(ConnectError::Connect)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(args.database_max_connections)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .max_lifetime(CONNECTION_LIFETIME)
+            // A broken connection fails the one statement that finds it and
+            // is replaced; a ping before every statement would double the
+            // round trips of every request. A connection opened before a
+            // failover is closed instead of used.
+            .test_before_acquire(false)
+            .before_acquire(|_, meta| {
+                Box::pin(async move { Ok(!opened_before_failover(meta.age)) })
+            })
+            .after_connect(move |connection, _| {
+                let timeouts = std::sync::Arc::clone(&timeouts);
+                Box::pin(async move {
+                    sqlx::Executor::execute(connection, &*timeouts).await?;
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(ConnectError::Connect)?;
+        Ok(Self::start(pool, args.database_max_connections))
+    }
+
+    /// The migrations applied (version, description); none before the first.
+    pub async fn applied_migrations(&self) -> Result<Vec<(i64, String)>, sqlx::Error> {
+        use super::migrations::{APPLIED, POSTGRES_HAS_TABLE};
+        let migrated: bool = sqlx::query_scalar(POSTGRES_HAS_TABLE)
+            .fetch_one(&self.pool)
+            .await?;
+        if !migrated {
+            return Ok(Vec::new());
+        }
+        sqlx::query_as(APPLIED).fetch_all(&self.pool).await
+    }
+
+    /// Whether the server takes writes: not a standby, not read-only. A
+    /// server that does not counts as a failover seen.
+    pub async fn check_writable(&self) -> Result<()> {
+        let statement = "select not pg_is_in_recovery() \
+             and current_setting('transaction_read_only') = 'off'";
+        let writable: bool = sqlx::query_scalar(statement).fetch_one(&self.pool).await?;
+        if writable {
+            return Ok(());
+        }
+        FAILOVER_SEEN_AT_MS.fetch_max(unix_ms(SystemTime::now()), Ordering::Relaxed);
+        Err(DbError::from(sqlx::Error::Protocol(
+            "the database is read-only (a standby, or in recovery)".to_owned(),
+        )))
+    }
+
+    /// Starts the writers and the readers on `pool`. Writers work side by
+    /// side, so that a group waiting for a locked row holds up only itself.
     pub fn start(pool: PgPool, max_connections: u32) -> Self {
         let readers = groups::readers(max_connections);
-        let (queues, write_queue, read_queue) = Queues::new(readers);
-        queues.started(tokio::spawn(write_groups(pool.clone(), write_queue)));
+        let writers = readers;
+        let (queues, write_queue, read_queue) = Queues::new(writers, readers);
+        for _ in 0..writers {
+            queues.started(tokio::spawn(write_groups(
+                pool.clone(),
+                write_queue.clone(),
+            )));
+        }
         for _ in 0..readers {
             queues.started(tokio::spawn(groups::read_groups(
                 pool.clone(),
@@ -155,6 +283,11 @@ impl Postgres {
     pub fn queues(&self) -> &Queues {
         &self.queues
     }
+}
+
+/// A timeout as Postgres reads it, in milliseconds.
+fn millis(timeout: Duration) -> String {
+    format!("{}ms", timeout.as_millis())
 }
 
 /// The pool answers each kind of read in a group with one statement.
@@ -197,8 +330,8 @@ async fn find_any(pool: &PgPool, ids: Vec<String>) -> Result<HashMap<String, Onb
 /// The writer: every write waiting, up to a group, in as few statements as
 /// the group allows (one for each kind of write, in rounds where a user
 /// appears at most once), each answered once its statement has committed.
-async fn write_groups(pool: PgPool, mut queue: WriteQueue) {
-    while let Some(first) = queue.recv().await {
+async fn write_groups(pool: PgPool, queue: WriteQueue) {
+    while let Ok(first) = queue.recv_async().await {
         let (group, close) = gather(first, || queue.try_recv().ok());
         let mut waiting = group;
         while !waiting.is_empty() {
@@ -221,6 +354,9 @@ fn one_round(group: Vec<WriteRequest>) -> (Vec<WriteRequest>, Vec<WriteRequest>)
 }
 
 /// Writes a round: users are distinct, so one statement per kind of write.
+/// When a statement fails, each of its rows is written alone, side by side,
+/// so that a row that cannot be written (locked elsewhere past the lock
+/// timeout, a deadlock) fails only its own request.
 async fn write_round(pool: &PgPool, round: Vec<WriteRequest>) {
     let mut kinds: HashMap<Kind, Vec<WriteRequest>> = HashMap::new();
     for request in round {
@@ -230,50 +366,95 @@ async fn write_round(pool: &PgPool, round: Vec<WriteRequest>) {
             .push(request);
     }
     for (kind, requests) in kinds {
-        let ids: Vec<String> = requests
-            .iter()
-            .map(|request| request.user.0.as_str().to_owned())
-            .collect();
-        let steps: Vec<i32> = requests
-            .iter()
-            .map(|request| step_of(&request.user.1).get())
-            .collect();
-        let (actors, request_ids): (Vec<&str>, Vec<Option<&str>>) = requests
-            .iter()
-            .map(|request| match &request.user.1 {
-                Write::Apply(_, provenance) => {
-                    (provenance.actor.as_str(), provenance.request_id.as_deref())
-                }
-                Write::Create => ("", None),
-            })
-            .unzip();
-        let times: Vec<DateTime<Utc>> = requests.iter().map(|request| request.now).collect();
-        let written = match kind.statement() {
-            Some(upsert) => sqlx::query_as::<_, OnboardingState>(upsert)
-                .bind(ids)
-                .bind(steps)
-                .bind(times)
-                .bind(actors)
-                .bind(request_ids)
-                .fetch_all(pool)
-                .await
-                .map_err(DbError::from)
-                .map(|states| {
-                    states
-                        .into_iter()
-                        .map(|state| (state.user_id.clone(), state))
-                        .collect()
-                }),
-            None => create_missing(pool, ids, steps, times).await,
+        let rows: Vec<Row> = requests.iter().map(Row::of).collect();
+        let written = match write_rows(pool, kind, rows.clone()).await {
+            Err(_) if rows.len() > 1 => each_alone(pool, kind, rows).await,
+            written => vec![written; requests.len()],
         };
-        for request in requests {
-            let state = match &written {
-                Ok(states) => Ok(states.get(request.user.0.as_str()).cloned()),
-                Err(error) => Err(error.clone()),
-            };
+        for (request, written) in requests.into_iter().zip(written) {
+            let state = written.map(|states| states.get(request.user.0.as_str()).cloned());
             let _ = request.answer.send(state);
         }
     }
+}
+
+/// One write's row: the user, the step, the time, the actor, the request id.
+#[derive(Debug, Clone)]
+struct Row {
+    user_id: String,
+    step: i32,
+    now: DateTime<Utc>,
+    actor: String,
+    request_id: Option<String>,
+}
+
+impl Row {
+    fn of(request: &WriteRequest) -> Self {
+        let (actor, request_id) = match &request.user.1 {
+            Write::Apply(_, provenance) => {
+                (provenance.actor.clone(), provenance.request_id.clone())
+            }
+            Write::Create => (String::new(), None),
+        };
+        Self {
+            user_id: request.user.0.as_str().to_owned(),
+            step: step_of(&request.user.1).get(),
+            now: request.now,
+            actor,
+            request_id,
+        }
+    }
+}
+
+/// The states `rows` of one kind of write leave, by user id: one statement.
+async fn write_rows(
+    pool: &PgPool,
+    kind: Kind,
+    rows: Vec<Row>,
+) -> Result<HashMap<String, OnboardingState>> {
+    let ids: Vec<String> = rows.iter().map(|row| row.user_id.clone()).collect();
+    let steps: Vec<i32> = rows.iter().map(|row| row.step).collect();
+    let times: Vec<DateTime<Utc>> = rows.iter().map(|row| row.now).collect();
+    let Some(upsert) = kind.statement() else {
+        return create_missing(pool, ids, steps, times).await;
+    };
+    let actors: Vec<&str> = rows.iter().map(|row| row.actor.as_str()).collect();
+    let request_ids: Vec<Option<&str>> = rows.iter().map(|row| row.request_id.as_deref()).collect();
+    let states: Vec<OnboardingState> = sqlx::query_as(upsert)
+        .bind(ids)
+        .bind(steps)
+        .bind(times)
+        .bind(actors)
+        .bind(request_ids)
+        .fetch_all(pool)
+        .await?;
+    Ok(states
+        .into_iter()
+        .map(|state| (state.user_id.clone(), state))
+        .collect())
+}
+
+/// Each of `rows` in a statement of its own, all at once; a deadlock is
+/// retried once. The results in the order of `rows`.
+async fn each_alone(
+    pool: &PgPool,
+    kind: Kind,
+    rows: Vec<Row>,
+) -> Vec<Result<HashMap<String, OnboardingState>>> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for (index, row) in rows.into_iter().enumerate() {
+        let pool = pool.clone();
+        tasks.spawn(async move {
+            let mut written = write_rows(&pool, kind, vec![row.clone()]).await;
+            if written.as_ref().is_err_and(DbError::is_deadlock) {
+                written = write_rows(&pool, kind, vec![row]).await;
+            }
+            (index, written)
+        });
+    }
+    let mut results = tasks.join_all().await;
+    results.sort_by_key(|(index, _)| *index);
+    results.into_iter().map(|(_, written)| written).collect()
 }
 
 /// Creates the states that are missing, then reads them all. A state an

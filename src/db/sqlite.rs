@@ -90,7 +90,7 @@ macro_rules! event_data {
 /// A fresh state for `$1` at step `$2`, created at `$3`.
 const CREATE: &str = in_savepoint!(concat!(
     "insert into onboarding_state (",
-    columns!(),
+    created_columns!(),
     ") values ($1, false, $2, null, $3, $3) returning ",
     columns!()
 ));
@@ -138,7 +138,7 @@ impl Sqlite {
         // The writer first: it creates the file and switches it to WAL.
         let writer = options.connect().await.map_err(cannot_open)?;
         let readers = groups::readers(max_connections);
-        let (queues, write_queue, read_queue) = Queues::new(readers);
+        let (queues, write_queue, read_queue) = Queues::new(1, readers);
         let (flow_writes, flow_write_queue) = mpsc::channel(4 * groups::MAX_GROUP);
         queues.started(tokio::spawn(write_groups(
             writer,
@@ -183,6 +183,23 @@ impl Sqlite {
         migrated
     }
 
+    /// The migrations applied (version, description), on a connection of
+    /// their own; none before the first.
+    pub async fn applied_migrations(&self) -> Result<Vec<(i64, String)>, sqlx::Error> {
+        use super::migrations::{APPLIED, SQLITE_HAS_TABLE};
+        let mut connection = self.options.connect().await?;
+        let migrated: bool = sqlx::query_scalar(SQLITE_HAS_TABLE)
+            .fetch_one(&mut connection)
+            .await?;
+        let applied = if migrated {
+            sqlx::query_as(APPLIED).fetch_all(&mut connection).await?
+        } else {
+            Vec::new()
+        };
+        let _ = connection.close().await;
+        Ok(applied)
+    }
+
     pub fn queues(&self) -> &Queues {
         &self.queues
     }
@@ -194,13 +211,13 @@ impl Sqlite {
 async fn write_groups(
     mut connection: SqliteConnection,
     options: SqliteConnectOptions,
-    mut queue: WriteQueue,
+    queue: WriteQueue,
     mut flow_queue: mpsc::Receiver<QueuedFlowWrite>,
 ) {
     loop {
         let mut flow_writes = Vec::new();
         let (group, close) = tokio::select! {
-            job = queue.recv() => gather(job.unwrap_or(Job::Close), || queue.try_recv().ok()),
+            job = queue.recv_async() => gather(job.unwrap_or(Job::Close), || queue.try_recv().ok()),
             Some(first) = flow_queue.recv() => {
                 flow_writes.push(first);
                 match queue.try_recv() {

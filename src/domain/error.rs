@@ -43,6 +43,12 @@ pub enum Error {
     },
     #[error("The database is unavailable; retry shortly.")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The write waited past the lock or statement timeout for a row another
+    /// transaction held, or lost a deadlock: nothing was written.
+    #[error(
+        "Another write held this state for too long, and this one was not applied; retry shortly."
+    )]
+    Busy(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("Internal server error.")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -55,12 +61,15 @@ impl Error {
             Error::Forbidden | Error::AdminOnly(_) => "FORBIDDEN",
             Error::BadUserInput(_) => "BAD_USER_INPUT",
             Error::Conflict { .. } => "CONFLICT",
-            Error::Unavailable(_) | Error::Internal(_) => "INTERNAL_SERVER_ERROR",
+            Error::Unavailable(_) | Error::Busy(_) | Error::Internal(_) => "INTERNAL_SERVER_ERROR",
         }
     }
 
     /// Whether the fault is the server's (logged in full) rather than the client's.
     pub fn is_server_side(&self) -> bool {
-        matches!(self, Error::Unavailable(_) | Error::Internal(_))
+        matches!(
+            self,
+            Error::Unavailable(_) | Error::Busy(_) | Error::Internal(_)
+        )
     }
 }

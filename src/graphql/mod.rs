@@ -15,7 +15,7 @@ use async_graphql::{
 
 use crate::document;
 use crate::domain::{Change, Error, OnboardingState, Step, Viewer};
-use crate::service::{Flows, Onboarding};
+use crate::service::{Flows, Onboarding, WriteOptions};
 use flows::{FlowMutation, FlowQuery};
 pub use scalars::DateTime;
 
@@ -110,6 +110,11 @@ impl OnboardingState {
     async fn updated_at(&self) -> DateTime {
         DateTime(self.updated_at)
     }
+
+    /// Incremented by every write; pass it back as expectedRevision.
+    async fn revision(&self) -> i64 {
+        self.revision
+    }
 }
 
 /// Every query: the original onboarding state's and the flows'.
@@ -154,8 +159,23 @@ impl OnboardingMutation {
         #[graphql(default = 0, desc = "The step the user finished on; 0 or greater.")] step: i32,
         #[graphql(desc = "Another user's id; only admins may pass one other than their own.")]
         user_id: Option<String>,
+        #[graphql(
+            desc = "The `revision` last read: when the state has moved on since, nothing changes and the error is a CONFLICT carrying `currentRevision`."
+        )]
+        expected_revision: Option<i32>,
+        #[graphql(
+            desc = "1 to 255 bytes, one per user action: a retry with the same key returns the first answer and changes nothing; the same key with other arguments is a CONFLICT."
+        )]
+        idempotency_key: Option<String>,
     ) -> async_graphql::Result<OnboardingState> {
-        change(ctx, user_id, Step::parse(step).map(Change::Complete)).await
+        let checks = (expected_revision, idempotency_key);
+        change(
+            ctx,
+            user_id,
+            Step::parse(step).map(Change::Complete),
+            checks,
+        )
+        .await
     }
 
     /// currentStep = step; isCompleted and completedAt unchanged.
@@ -165,8 +185,17 @@ impl OnboardingMutation {
         #[graphql(desc = "The step the user is on now; 0 or greater.")] step: i32,
         #[graphql(desc = "Another user's id; only admins may pass one other than their own.")]
         user_id: Option<String>,
+        #[graphql(
+            desc = "The `revision` last read: when the state has moved on since, nothing changes and the error is a CONFLICT carrying `currentRevision`."
+        )]
+        expected_revision: Option<i32>,
+        #[graphql(
+            desc = "1 to 255 bytes, one per user action: a retry with the same key returns the first answer and changes nothing; the same key with other arguments is a CONFLICT."
+        )]
+        idempotency_key: Option<String>,
     ) -> async_graphql::Result<OnboardingState> {
-        change(ctx, user_id, Step::parse(step).map(Change::SetStep)).await
+        let checks = (expected_revision, idempotency_key);
+        change(ctx, user_id, Step::parse(step).map(Change::SetStep), checks).await
     }
 
     /// isCompleted = false, currentStep = 0, completedAt = null.
@@ -175,8 +204,17 @@ impl OnboardingMutation {
         ctx: &Context<'_>,
         #[graphql(desc = "Another user's id; only admins may pass one other than their own.")]
         user_id: Option<String>,
+        #[graphql(
+            desc = "The `revision` last read: when the state has moved on since, nothing changes and the error is a CONFLICT carrying `currentRevision`."
+        )]
+        expected_revision: Option<i32>,
+        #[graphql(
+            desc = "1 to 255 bytes, one per user action: a retry with the same key returns the first answer and changes nothing; the same key with other arguments is a CONFLICT."
+        )]
+        idempotency_key: Option<String>,
     ) -> async_graphql::Result<OnboardingState> {
-        change(ctx, user_id, Ok(Change::Reset)).await
+        let checks = (expected_revision, idempotency_key);
+        change(ctx, user_id, Ok(Change::Reset), checks).await
     }
 }
 
@@ -186,15 +224,19 @@ async fn change(
     ctx: &Context<'_>,
     user_id: Option<String>,
     change: Result<Change, Error>,
+    (expected_revision, idempotency_key): (Option<i32>, Option<String>),
 ) -> async_graphql::Result<OnboardingState> {
     let (onboarding, viewer) = operations(ctx)?;
     let result = match (viewer, change) {
         (Viewer::Anonymous, _) => Err(Error::Unauthenticated),
         (_, Err(error)) => Err(error),
         (viewer, Ok(change)) => {
-            onboarding
-                .apply(viewer, user_id, change, request_id(ctx))
-                .await
+            let options = WriteOptions {
+                expected_revision: expected_revision.map(i64::from),
+                idempotency_key,
+                request_id: request_id(ctx),
+            };
+            onboarding.apply(viewer, user_id, change, options).await
         }
     };
     result.map_err(|error| client_error(ctx, error))

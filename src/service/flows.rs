@@ -604,6 +604,17 @@ fn idempotency(
     user_id: &UserId,
     expected_revision: Option<i64>,
 ) -> Result<Idempotency> {
+    let fingerprint = change.fingerprint(flow, user_id.as_str());
+    idempotency_key(key, fingerprint, expected_revision)
+}
+
+/// An idempotency key of 1 to 255 bytes, and `fingerprint`, which tells a
+/// retry from the key reused for another change.
+pub(super) fn idempotency_key(
+    key: &str,
+    fingerprint: String,
+    expected_revision: Option<i64>,
+) -> Result<Idempotency> {
     if key.is_empty() || key.len() > 255 {
         return Err(Error::BadUserInput(format!(
             "`idempotencyKey` must be 1 to 255 bytes; got {} bytes.",
@@ -613,9 +624,6 @@ fn idempotency(
     check_text("`idempotencyKey`", key)?;
     Ok(Idempotency {
         key: key.to_owned(),
-        fingerprint: format!(
-            "{} expected={expected_revision:?}",
-            change.fingerprint(flow, user_id.as_str())
-        ),
+        fingerprint: format!("{fingerprint} expected={expected_revision:?}"),
     })
 }

@@ -3,8 +3,12 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::db::{Db, Provenance};
-use crate::domain::{Change, OnboardingState, Result, Viewer, now};
+use super::WriteOptions;
+use super::flows::idempotency_key;
+use crate::db::{Db, Decide, FlowWrite, Provenance};
+use crate::domain::{
+    Change, Error, FlowState, FlowVersion, ONBOARDING, OnboardingState, Result, Viewer, now,
+};
 
 /// The onboarding operations, each checked against the viewer who asks.
 #[derive(Debug, Clone)]
@@ -36,28 +40,65 @@ impl Onboarding {
     }
 
     /// Applies `change` to the state of `requested` (or the viewer's own).
+    /// A write with `expectedRevision` or an `idempotencyKey` locks the
+    /// state as a flow write does; the others go to the grouped statements.
     #[tracing::instrument(level = "debug", skip_all, fields(user_id, change = ?change))]
     pub async fn apply(
         &self,
         viewer: &Viewer,
         requested: Option<String>,
         change: Change,
-        request_id: Option<String>,
+        options: WriteOptions,
     ) -> Result<OnboardingState> {
         let user_id = viewer.acting_on(requested)?;
         tracing::Span::current().record("user_id", user_id.as_str());
         let now = now();
         let provenance = Provenance {
             actor: viewer.id().unwrap_or_default().to_owned(),
-            request_id,
+            request_id: options.request_id,
         };
-        let state = self.db.apply(&user_id, change, provenance, now).await?;
+        let expected = options.expected_revision;
+        let state = match &options.idempotency_key {
+            None if expected.is_none() => self.db.apply(&user_id, change, provenance, now).await?,
+            key => {
+                let fingerprint = format!("{}\n{ONBOARDING}\n{change:?}", user_id.as_str());
+                let idempotency = key
+                    .as_deref()
+                    .map(|key| idempotency_key(key, fingerprint, expected))
+                    .transpose()?;
+                let fresh =
+                    FlowState::new(user_id.as_str(), &FlowVersion::undeclared_onboarding(), now);
+                let write = FlowWrite {
+                    fresh,
+                    provenance,
+                    idempotency,
+                    now,
+                    decide: decide(change, expected, now),
+                };
+                OnboardingState::from(self.db.flows().write(write).await?)
+            }
+        };
         log_creation(&state, now);
         if let Change::Complete(step) = change {
             tracing::info!(user_id = %state.user_id, step = step.get(), "onboarding completed");
         }
         Ok(state)
     }
+}
+
+/// What a checked write decides, given the state it locked: fails on a
+/// stale `expectedRevision`, else applies the change.
+fn decide(change: Change, expected_revision: Option<i64>, now: DateTime<Utc>) -> Decide {
+    Box::new(move |stored: &FlowState| {
+        if let Some(expected) = expected_revision
+            && expected != stored.revision
+        {
+            return Err(Error::stale_revision(expected, stored.revision));
+        }
+        let mut next = stored.clone().as_of(now);
+        let happened = change.apply_to(&mut next, now);
+        Ok(Some((next, vec![happened])))
+    })
 }
 
 /// A state whose `created_at` is this request's `now` was created by it.

@@ -219,6 +219,8 @@ pub fn serve_args(database_url: &str) -> ServeArgs {
         database: DatabaseArgs {
             database_url: database_url.to_owned(),
             database_max_connections: 10,
+            database_statement_timeout: Duration::from_secs(10),
+            database_lock_timeout: Duration::from_secs(2),
         },
         jwt: JwtArgs {
             jwt_secret: Some(SECRET.to_owned()),
@@ -231,6 +233,9 @@ pub fn serve_args(database_url: &str) -> ServeArgs {
             jwt_roles_claim: "roles".to_owned(),
         },
         listen_addr: "127.0.0.1:0".parse().expect("a socket address"),
+        no_migrate: false,
+        shutdown_drain: Duration::ZERO,
+        database_wait: Duration::from_secs(1),
         cors_allowed_origins: Vec::new(),
         max_connections: 1024,
         header_read_timeout: Duration::from_secs(10),
@@ -401,6 +406,11 @@ pub struct ServerProcess {
 const SETTINGS: &[&str] = &[
     "DATABASE_URL",
     "DATABASE_MAX_CONNECTIONS",
+    "DATABASE_STATEMENT_TIMEOUT",
+    "DATABASE_LOCK_TIMEOUT",
+    "NO_MIGRATE",
+    "SHUTDOWN_DRAIN",
+    "DATABASE_WAIT",
     "LISTEN_ADDR",
     "JWT_SECRET",
     "JWT_PUBLIC_KEY_FILE",
@@ -439,6 +449,7 @@ impl ServerProcess {
             ("JWT_SECRET", SECRET),
             ("LOG_FORMAT", "json"),
             ("RUST_LOG", "info"),
+            ("SHUTDOWN_DRAIN", "0s"),
         ];
         all.extend_from_slice(env);
         let mut child = command(&["serve"], &all)

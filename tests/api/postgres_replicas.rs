@@ -1,0 +1,246 @@
+//! Postgres in production: replicas writing the same users side by side
+//! never fail each other, a row locked elsewhere delays only the writes to
+//! it, and a server that cannot take writes makes the replica not ready
+//! until it can, then serves again without a restart.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sqlx::{Connection, Executor, PgConnection};
+use tokio::task::JoinSet;
+
+use crate::helpers::{
+    Backend, ServerProcess, TestDatabase, error_code, post_graphql, postgres_server_url, token,
+};
+
+const ADMIN: &str = "replica-admin";
+
+/// `mutation` for `user`, as an admin, on `server`: the body.
+async fn write_for(server: &ServerProcess, user: &str, mutation: &str) -> Value {
+    let query =
+        format!("mutation($userId: String) {{ {mutation}(userId: $userId) {{ id currentStep }} }}");
+    let admin = token(ADMIN, &["admin"]);
+    post_graphql(
+        &server.graphql_url(),
+        Some(&admin),
+        &query,
+        json!({ "userId": user }),
+    )
+    .await
+    .json()
+    .await
+    .expect("a JSON body")
+}
+
+async fn readyz(server: &ServerProcess) -> u16 {
+    reqwest::get(format!("{}/readyz", server.address))
+        .await
+        .expect("the server answers")
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_writing_the_same_users_in_any_order_never_fail_a_write() {
+    if postgres_server_url().is_none() {
+        return;
+    }
+    let db = TestDatabase::create(Backend::Postgres).await;
+    let replicas = [
+        ServerProcess::start(&db.url, &[]).await,
+        ServerProcess::start(&db.url, &[]).await,
+    ];
+    let addresses: Vec<String> = replicas.iter().map(|r| r.graphql_url()).collect();
+    let admin = token(ADMIN, &["admin"]);
+    let mut failures = Vec::new();
+    // Bursts: both replicas get a write for each of the same users at once,
+    // in orders that differ, so that their grouped statements overlap; a
+    // client's own user is written among them.
+    for round in 0..30_usize {
+        let mut clients = JoinSet::new();
+        for (replica, url) in addresses.iter().enumerate() {
+            for slot in 0..14_usize {
+                let user = match slot {
+                    12 | 13 => format!("own-{replica}-{slot}"),
+                    _ if (round + replica) % 2 == 0 => format!("shared-{slot}"),
+                    _ => format!("shared-{}", 11 - slot),
+                };
+                let (url, admin) = (url.clone(), admin.clone());
+                clients.spawn(async move {
+                    let query = "mutation($userId: String) { completeOnboarding(step: 2, userId: $userId) { id } }";
+                    post_graphql(&url, Some(&admin), query, json!({ "userId": user }))
+                        .await
+                        .json::<Value>()
+                        .await
+                        .expect("JSON")
+                });
+            }
+        }
+        failures.extend(
+            clients
+                .join_all()
+                .await
+                .into_iter()
+                .filter(|body| body.get("errors").is_some()),
+        );
+    }
+
+    assert!(
+        failures.is_empty(),
+        "{} writes failed: {failures:?}",
+        failures.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_locked_elsewhere_delays_only_the_writes_to_it() {
+    if postgres_server_url().is_none() {
+        return;
+    }
+    let db = TestDatabase::create(Backend::Postgres).await;
+    let server = ServerProcess::start(&db.url, &[("DATABASE_LOCK_TIMEOUT", "500ms")]).await;
+    for user in ["locked", "free-1", "free-2"] {
+        let body = write_for(&server, user, "resetOnboarding").await;
+        assert!(body.get("errors").is_none(), "{body}");
+    }
+
+    let mut holder = PgConnection::connect(&db.url).await.expect("connect");
+    holder.execute("begin").await.expect("begin");
+    holder
+        .execute("select 1 from onboarding_state where user_id = 'locked' for update")
+        .await
+        .expect("lock the row");
+
+    let locked = {
+        let address = server.graphql_url();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let admin = token(ADMIN, &["admin"]);
+            let query = "mutation { completeOnboarding(step: 1, userId: \"locked\") { id } }";
+            let body: Value = post_graphql(&address, Some(&admin), query, json!({}))
+                .await
+                .json()
+                .await
+                .expect("JSON");
+            (body, started.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for _ in 0..5 {
+        for user in ["free-1", "free-2"] {
+            let started = Instant::now();
+            let body = write_for(&server, user, "completeOnboarding").await;
+            assert!(body.get("errors").is_none(), "{body}");
+            assert!(
+                started.elapsed() < Duration::from_millis(450),
+                "a write of another user took {:?}",
+                started.elapsed()
+            );
+        }
+    }
+    let (body, took) = locked.await.expect("the locked write answers");
+    holder.execute("rollback").await.expect("unlock");
+    assert_eq!(error_code(&body), "INTERNAL_SERVER_ERROR", "{body}");
+    let message = body["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("retry shortly"), "{message}");
+    assert!(
+        took < Duration::from_secs(3),
+        "the locked write answered in {took:?}"
+    );
+    let body = write_for(&server, "locked", "completeOnboarding").await;
+    assert!(
+        body.get("errors").is_none(),
+        "once unlocked, it is written: {body}"
+    );
+}
+
+/// Ends every connection of the server processes to `db`.
+async fn terminate_connections(db: &TestDatabase) {
+    let mut admin = PgConnection::connect(&db.url).await.expect("connect");
+    sqlx::query(
+        "select pg_terminate_backend(pid) from pg_stat_activity \
+         where datname = $1 and pid <> pg_backend_pid()",
+    )
+    .bind(db.name())
+    .execute(&mut admin)
+    .await
+    .expect("terminate");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_server_makes_the_replica_not_ready_until_it_takes_writes_again() {
+    if postgres_server_url().is_none() {
+        return;
+    }
+    let db = TestDatabase::create(Backend::Postgres).await;
+    let server = ServerProcess::start(&db.url, &[]).await;
+    assert_eq!(readyz(&server).await, 200);
+    let body = write_for(&server, "alice", "completeOnboarding").await;
+    assert!(body.get("errors").is_none(), "{body}");
+
+    // A failover to a read-only server: new connections are read-only.
+    let name = db.name().to_owned();
+    db.execute(&format!(
+        "alter database \"{name}\" set default_transaction_read_only = on"
+    ))
+    .await
+    .expect("read-only");
+    terminate_connections(&db).await;
+    let mut not_ready = false;
+    for _ in 0..20 {
+        let body = write_for(&server, "alice", "completeOnboarding").await;
+        if let Some(error) = body["errors"].get(0) {
+            let message = error["message"].as_str().unwrap_or_default();
+            assert!(message.contains("retry shortly"), "{body}");
+        }
+        if readyz(&server).await == 503 {
+            not_ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(not_ready, "/readyz says 503 while the server is read-only");
+
+    // The primary is back: the pool's read-only connections are dropped.
+    // From the server's own database: this one's sessions are read-only.
+    let server_url = postgres_server_url().expect("a Postgres server");
+    let mut admin = PgConnection::connect(&server_url).await.expect("connect");
+    admin
+        .execute(format!("alter database \"{name}\" reset default_transaction_read_only").as_str())
+        .await
+        .expect("writable");
+    let started = Instant::now();
+    let mut writes_ok = 0;
+    while started.elapsed() < Duration::from_secs(10) && writes_ok < 20 {
+        let body = write_for(&server, "alice", "completeOnboarding").await;
+        if body.get("errors").is_none() {
+            writes_ok += 1;
+        } else {
+            writes_ok = 0;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        writes_ok,
+        20,
+        "writes succeed again, in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(readyz(&server).await, 200);
+}
+
+#[test]
+fn database_settings_out_of_range_are_refused_naming_the_range() {
+    for (setting, value, range) in [
+        ("DATABASE_LOCK_TIMEOUT", "60s", "25s"),
+        ("DATABASE_STATEMENT_TIMEOUT", "0s", "1ms"),
+        ("DATABASE_MAX_CONNECTIONS", "100000", "1000"),
+    ] {
+        let output = crate::helpers::command(&["serve"], &[(setting, value)])
+            .output()
+            .expect("the binary runs");
+        assert!(!output.status.success());
+        let said = String::from_utf8_lossy(&output.stderr);
+        assert!(said.contains(range), "{setting}={value}: {said}");
+    }
+}
