@@ -244,3 +244,96 @@ fn database_settings_out_of_range_are_refused_naming_the_range() {
         assert!(said.contains(range), "{setting}={value}: {said}");
     }
 }
+
+/// A TCP proxy in front of the Postgres server that can be told to accept
+/// connections, answer the TLS request with a byte Postgres never sends,
+/// and close them, as a balancer in front of a server failing over may.
+struct FailoverProxy {
+    port: u16,
+    closing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    cut: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl FailoverProxy {
+    async fn start(target: String) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("an address").port();
+        let closing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let cut = std::sync::Arc::new(tokio::sync::Notify::new());
+        let (closing_, cut_) = (closing.clone(), cut.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if closing_.load(Ordering::Relaxed) {
+                    // A byte no Postgres sends first, then the end.
+                    use tokio::io::AsyncWriteExt;
+                    let _ = client.write_all(b"X").await;
+                    drop(client);
+                    continue;
+                }
+                let (target, cut) = (target.clone(), cut_.clone());
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        () = cut.notified() => {}
+                    }
+                });
+            }
+        });
+        Self { port, closing, cut }
+    }
+
+    /// From now on, accept and close; cut the connections open.
+    fn fail(&self) {
+        self.closing
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.cut.notify_waiters();
+    }
+
+    fn recover(&self) {
+        self.closing
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_that_closes_every_connection_answers_retry_shortly_then_recovers() {
+    if postgres_server_url().is_none() {
+        return;
+    }
+    let db = TestDatabase::create(Backend::Postgres).await;
+    let options: sqlx::postgres::PgConnectOptions = db.url.parse().expect("a Postgres URL");
+    let target = format!("{}:{}", options.get_host(), options.get_port());
+    let proxy = FailoverProxy::start(target.clone()).await;
+    let through_proxy = db
+        .url
+        .replacen(&target, &format!("127.0.0.1:{}", proxy.port), 1);
+    let server = ServerProcess::start(&through_proxy, &[]).await;
+    let body = write_for(&server, "alice", "completeOnboarding").await;
+    assert!(body.get("errors").is_none(), "{body}");
+
+    proxy.fail();
+    for _ in 0..5 {
+        let body = write_for(&server, "alice", "completeOnboarding").await;
+        let message = body["errors"][0]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("retry shortly"), "{body}");
+    }
+    assert_eq!(readyz(&server).await, 503);
+
+    proxy.recover();
+    let started = Instant::now();
+    loop {
+        let body = write_for(&server, "alice", "completeOnboarding").await;
+        if body.get("errors").is_none() {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(readyz(&server).await, 200);
+}
