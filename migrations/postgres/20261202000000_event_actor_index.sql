@@ -3,5 +3,5 @@
 -- admin acting for a user). Those events are few: a partial index finds
 -- them without reading the whole history. Built concurrently, so that
 -- writes of events go on while it is built on a large table.
-create index concurrently if not exists flow_event_by_other_actor
+create index concurrently flow_event_by_other_actor
     on flow_event (actor) where actor <> user_id;

@@ -698,11 +698,16 @@ impl FlowStore {
     /// checkpointed and emptied.
     pub async fn erase(&self, user_id: &str) -> Result<Erased, Error> {
         let (store, user_id) = (self.clone(), user_id.to_owned());
-        let erased = to_the_end(async move { dispatch!(&store, erase(&user_id)) }).await?;
-        if let Backend::Sqlite { pool, .. } = &self.backend {
-            empty_the_log(pool).await;
-        }
-        Ok(erased)
+        // In the task that runs to the end: a client that goes away after
+        // the commit does not leave the log unemptied.
+        to_the_end(async move {
+            let erased = dispatch!(&store, erase(&user_id))?;
+            if let Backend::Sqlite { pool, .. } = &store.backend {
+                empty_the_log(pool).await;
+            }
+            Ok(erased)
+        })
+        .await
     }
 
     /// Closes the store's connections (Postgres's pool is the server's own,

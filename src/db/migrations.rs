@@ -51,7 +51,7 @@ impl MigrationStatus {
     pub fn incompatible(&self) -> Vec<&str> {
         self.unknown
             .iter()
-            .filter(|migration| migration.ends_with(BREAKING))
+            .filter(|migration| migration.ends_with(&format!(" {BREAKING}")))
             .map(String::as_str)
             .collect()
     }

@@ -459,11 +459,7 @@ impl Db {
         let status = self.compatible_status().await?;
         match self {
             Db::Sqlite(sqlite) => sqlite.migrate().await?,
-            Db::Postgres(postgres) => {
-                migrations::migrator(migrations::POSTGRES)
-                    .run(postgres.pool())
-                    .await?
-            }
+            Db::Postgres(postgres) => postgres.migrate().await?,
         }
         Ok(status.pending)
     }

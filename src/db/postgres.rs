@@ -6,8 +6,9 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use sqlx::Connection;
@@ -129,44 +130,51 @@ pub struct Postgres {
     pool: PgPool,
     queues: Queues,
     flows: FlowStore,
+    /// For connections of their own, without the requests' timeouts.
+    options: Option<Arc<PgConnectOptions>>,
 }
 
 /// How long a pooled connection lives: after a failover, the last
 /// connection to the old server is gone within it, whatever happens.
 const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 
-/// When, in milliseconds since the Unix epoch, a statement last met a server
-/// that cannot take writes or has gone (a standby, a read-only server, one
-/// shutting down, a broken connection): connections opened before it are
-/// closed rather than used again, so that a failover is followed at once.
+/// When, in milliseconds since `CLOCK_START`, a statement last met a server
+/// that cannot take writes or is going away (a standby, a read-only server,
+/// one shutting down): connections opened before it are closed rather than
+/// used again, so that a failover is followed at once. 0: never.
 static FAILOVER_SEEN_AT_MS: AtomicU64 = AtomicU64::new(0);
 
-fn unix_ms(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH).map_or(0, |since| {
-        u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
-    })
+/// The process's monotonic clock, from its first use.
+fn since_start() -> Duration {
+    static CLOCK_START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    CLOCK_START.get_or_init(Instant::now).elapsed()
 }
 
-/// Notes `error` when it shows the connection's server cannot take writes or
-/// has gone.
+fn millis_since_start(at: Duration) -> u64 {
+    u64::try_from(at.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+/// Notes `error` when the server said it cannot take writes or is going
+/// away: read-only (25006), shutting down or not up (57P01 to 57P03).
 pub fn note_failover(error: &sqlx::Error) {
-    let failover = match error {
-        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => true,
-        sqlx::Error::Database(error) => error.code().is_some_and(|code| {
-            matches!(code.as_ref(), "25006" | "57P01" | "57P02" | "57P03")
-                || (code.starts_with("08") && code != "08P01")
-        }),
-        _ => false,
-    };
+    let failover = error.as_database_error().is_some_and(|error| {
+        error
+            .code()
+            .is_some_and(|code| matches!(code.as_ref(), "25006" | "57P01" | "57P02" | "57P03"))
+    });
     if failover {
-        FAILOVER_SEEN_AT_MS.fetch_max(unix_ms(SystemTime::now()), Ordering::Relaxed);
+        note_failover_now();
     }
+}
+
+fn note_failover_now() {
+    FAILOVER_SEEN_AT_MS.fetch_max(millis_since_start(since_start()), Ordering::Relaxed);
 }
 
 /// Whether a connection of `age` was opened before the last failover seen.
 fn opened_before_failover(age: Duration) -> bool {
     let seen = FAILOVER_SEEN_AT_MS.load(Ordering::Relaxed);
-    seen != 0 && unix_ms(SystemTime::now() - age) <= seen
+    seen != 0 && millis_since_start(since_start().saturating_sub(age)) <= seen
 }
 
 impl Postgres {
@@ -179,7 +187,7 @@ impl Postgres {
         let options = PgConnectOptions::from_str(&args.database_url)
             .map_err(ConnectError::InvalidUrl)?
             .extra_float_digits(None);
-        let timeouts: std::sync::Arc<str> = format!(
+        let timeouts: Arc<str> = format!(
             "set statement_timeout = '{}'; set lock_timeout = '{}'",
             millis(args.database_statement_timeout),
             millis(args.database_lock_timeout)
@@ -207,16 +215,19 @@ impl Postgres {
                 Box::pin(async move { Ok(!opened_before_failover(meta.age)) })
             })
             .after_connect(move |connection, _| {
-                let timeouts = std::sync::Arc::clone(&timeouts);
+                let timeouts = Arc::clone(&timeouts);
                 Box::pin(async move {
                     sqlx::Executor::execute(connection, &*timeouts).await?;
                     Ok(())
                 })
             })
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(ConnectError::Connect)?;
-        Ok(Self::start(pool, args.database_max_connections))
+        Ok(Self {
+            options: Some(Arc::new(options)),
+            ..Self::start(pool, args.database_max_connections)
+        })
     }
 
     /// The migrations applied (version, description); none before the first.
@@ -240,7 +251,7 @@ impl Postgres {
         if writable {
             return Ok(());
         }
-        FAILOVER_SEEN_AT_MS.fetch_max(unix_ms(SystemTime::now()), Ordering::Relaxed);
+        note_failover_now();
         Err(DbError::from(sqlx::Error::Protocol(
             "the database is read-only (a standby, or in recovery)".to_owned(),
         )))
@@ -269,7 +280,28 @@ impl Postgres {
             pool,
             queues,
             flows,
+            options: None,
         }
+    }
+
+    /// Applies the pending migrations on a connection of their own: with
+    /// no statement or lock timeout, which a migration on a large table (an
+    /// index built concurrently) or one waiting for another replica's
+    /// migration lock would exceed.
+    pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
+        let migrator = super::migrations::migrator(super::migrations::POSTGRES);
+        let Some(options) = &self.options else {
+            return migrator.run(&self.pool).await;
+        };
+        let mut connection = PgConnection::connect_with(options.as_ref()).await?;
+        sqlx::Executor::execute(
+            &mut connection,
+            "set statement_timeout = 0; set lock_timeout = 0",
+        )
+        .await?;
+        let migrated = migrator.run(&mut connection).await;
+        let _ = connection.close().await;
+        migrated
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -354,9 +386,9 @@ fn one_round(group: Vec<WriteRequest>) -> (Vec<WriteRequest>, Vec<WriteRequest>)
 }
 
 /// Writes a round: users are distinct, so one statement per kind of write.
-/// When a statement fails, each of its rows is written alone, side by side,
-/// so that a row that cannot be written (locked elsewhere past the lock
-/// timeout, a deadlock) fails only its own request.
+/// When a statement loses to another writer (a row locked elsewhere past the
+/// lock timeout, a deadlock), each of its rows is written alone, side by
+/// side, so that only the request whose row is held fails.
 async fn write_round(pool: &PgPool, round: Vec<WriteRequest>) {
     let mut kinds: HashMap<Kind, Vec<WriteRequest>> = HashMap::new();
     for request in round {
@@ -368,7 +400,11 @@ async fn write_round(pool: &PgPool, round: Vec<WriteRequest>) {
     for (kind, requests) in kinds {
         let rows: Vec<Row> = requests.iter().map(Row::of).collect();
         let written = match write_rows(pool, kind, rows.clone()).await {
-            Err(_) if rows.len() > 1 => each_alone(pool, kind, rows).await,
+            // Only when the statement lost to another writer: after any other
+            // error (a connection lost mid-commit) a row may be written.
+            Err(error) if rows.len() > 1 && error.is_contended() => {
+                each_alone(pool, kind, rows).await
+            }
             written => vec![written; requests.len()],
         };
         for (request, written) in requests.into_iter().zip(written) {

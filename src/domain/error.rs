@@ -43,10 +43,12 @@ pub enum Error {
     },
     #[error("The database is unavailable; retry shortly.")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
-    /// The write waited past the lock or statement timeout for a row another
-    /// transaction held, or lost a deadlock: nothing was written.
+    /// The database gave up on the statement for another transaction's sake
+    /// (a row held past the lock or statement timeout, a deadlock): nothing
+    /// was written.
     #[error(
-        "Another write held this state for too long, and this one was not applied; retry shortly."
+        "Another transaction held what this request needs for too long, and nothing was \
+         changed; retry shortly."
     )]
     Busy(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("Internal server error.")]
