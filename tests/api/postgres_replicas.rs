@@ -337,3 +337,118 @@ async fn a_proxy_that_closes_every_connection_answers_retry_shortly_then_recover
     }
     assert_eq!(readyz(&server).await, 200);
 }
+
+/// Debian's PgBouncer in session mode, with its stock settings and a pool as
+/// large as the server's, in front of the test's Postgres server; stopped
+/// when dropped.
+struct PgBouncer {
+    port: u16,
+    dir: std::path::PathBuf,
+    child: std::process::Child,
+}
+
+impl PgBouncer {
+    fn start(target_host: &str, target_port: u16) -> Self {
+        let binary = ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"]
+            .into_iter()
+            .find(|path| std::path::Path::new(path).exists())
+            .expect("PgBouncer is installed (tests/run installs Debian's pgbouncer)");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let dir = std::env::temp_dir().join(format!("pgbouncer-{port}"));
+        std::fs::create_dir_all(&dir).expect("a directory");
+        let users = dir.join("users.txt");
+        std::fs::write(&users, "\"postgres\" \"\"\n").expect("users");
+        let config = dir.join("pgbouncer.ini");
+        std::fs::write(
+            &config,
+            format!(
+                "[databases]\n* = host={target_host} port={target_port}\n\n[pgbouncer]\n\
+                 listen_addr = 127.0.0.1\nlisten_port = {port}\nauth_type = trust\n\
+                 auth_file = {}\npool_mode = session\ndefault_pool_size = 40\n\
+                 max_client_conn = 200\nunix_socket_dir =\n",
+                users.display()
+            ),
+        )
+        .expect("a configuration");
+        let mut command = std::process::Command::new(binary);
+        // PgBouncer refuses to run as root: it is told to become postgres.
+        let root = std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|output| output.stdout.starts_with(b"0\n"));
+        if root {
+            let _ = std::process::Command::new("chown")
+                .args(["-R", "postgres"])
+                .arg(&dir)
+                .status();
+            command.args(["-u", "postgres"]);
+        }
+        let child = command
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("PgBouncer starts");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { port, dir, child }
+    }
+}
+
+impl Drop for PgBouncer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbouncer_in_session_mode_with_its_stock_settings_serves_every_request() {
+    if postgres_server_url().is_none() {
+        return;
+    }
+    let db = TestDatabase::create(Backend::Postgres).await;
+    let options: sqlx::postgres::PgConnectOptions = db.url.parse().expect("a Postgres URL");
+    let target = format!("{}:{}", options.get_host(), options.get_port());
+    let bouncer = PgBouncer::start(options.get_host(), options.get_port());
+    let through = db
+        .url
+        .replacen(&target, &format!("127.0.0.1:{}", bouncer.port), 1);
+    let server = ServerProcess::start(&through, &[]).await;
+    let mut clients = JoinSet::new();
+    for client in 0..8 {
+        let url = server.graphql_url();
+        clients.spawn(async move {
+            let mut failures = Vec::new();
+            for round in 0..25 {
+                let user = format!("bounced-{}", (client + round) % 5);
+                let user_token = token(&user, &[]);
+                for query in [
+                    "mutation { completeOnboarding(step: 1) { id } }",
+                    "{ onboardingState { id } flowState(flow: \"onboarding\") { revision } }",
+                ] {
+                    let body: Value = post_graphql(&url, Some(&user_token), query, json!({}))
+                        .await
+                        .json()
+                        .await
+                        .expect("JSON");
+                    if body.get("errors").is_some() {
+                        failures.push(body);
+                    }
+                }
+            }
+            failures
+        });
+    }
+    let failures: Vec<Value> = clients.join_all().await.into_iter().flatten().collect();
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(readyz(&server).await, 200);
+}
