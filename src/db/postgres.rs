@@ -399,23 +399,34 @@ async fn write_round(pool: &PgPool, round: Vec<WriteRequest>) {
     }
     for (kind, requests) in kinds {
         let rows: Vec<Row> = requests.iter().map(Row::of).collect();
-        let written = match write_rows(pool, kind, rows.clone()).await {
+        match write_rows(pool, kind, &rows).await {
             // Only when the statement lost to another writer: after any other
             // error (a connection lost mid-commit) a row may be written.
             Err(error) if rows.len() > 1 && error.is_contended() => {
-                each_alone(pool, kind, rows).await
+                let alone = each_alone(pool, kind, rows).await;
+                for (request, written) in requests.into_iter().zip(&alone) {
+                    answer(request, written.as_ref());
+                }
             }
-            written => vec![written; requests.len()],
-        };
-        for (request, written) in requests.into_iter().zip(written) {
-            let state = written.map(|states| states.get(request.user.0.as_str()).cloned());
-            let _ = request.answer.send(state);
+            written => {
+                for request in requests {
+                    answer(request, written.as_ref());
+                }
+            }
         }
     }
 }
 
+/// Answers `request` with its state among those `written` left.
+fn answer(request: WriteRequest, written: Result<&HashMap<String, OnboardingState>, &DbError>) {
+    let state = written
+        .map(|states| states.get(request.user.0.as_str()).cloned())
+        .map_err(Clone::clone);
+    let _ = request.answer.send(state);
+}
+
 /// One write's row: the user, the step, the time, the actor, the request id.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Row {
     user_id: String,
     step: i32,
@@ -446,14 +457,15 @@ impl Row {
 async fn write_rows(
     pool: &PgPool,
     kind: Kind,
-    rows: Vec<Row>,
+    rows: &[Row],
 ) -> Result<HashMap<String, OnboardingState>> {
-    let ids: Vec<String> = rows.iter().map(|row| row.user_id.clone()).collect();
     let steps: Vec<i32> = rows.iter().map(|row| row.step).collect();
     let times: Vec<DateTime<Utc>> = rows.iter().map(|row| row.now).collect();
     let Some(upsert) = kind.statement() else {
+        let ids = rows.iter().map(|row| row.user_id.clone()).collect();
         return create_missing(pool, ids, steps, times).await;
     };
+    let ids: Vec<&str> = rows.iter().map(|row| row.user_id.as_str()).collect();
     let actors: Vec<&str> = rows.iter().map(|row| row.actor.as_str()).collect();
     let request_ids: Vec<Option<&str>> = rows.iter().map(|row| row.request_id.as_deref()).collect();
     let states: Vec<OnboardingState> = sqlx::query_as(upsert)
@@ -481,9 +493,10 @@ async fn each_alone(
     for (index, row) in rows.into_iter().enumerate() {
         let pool = pool.clone();
         tasks.spawn(async move {
-            let mut written = write_rows(&pool, kind, vec![row.clone()]).await;
+            let row = [row];
+            let mut written = write_rows(&pool, kind, &row).await;
             if written.as_ref().is_err_and(DbError::is_deadlock) {
-                written = write_rows(&pool, kind, vec![row]).await;
+                written = write_rows(&pool, kind, &row).await;
             }
             (index, written)
         });

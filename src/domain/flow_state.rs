@@ -271,6 +271,16 @@ impl FlowState {
         self
     }
 
+    /// Refuses a write whose `expectedRevision` is not this state's.
+    pub fn check_revision(&self, expected: Option<i64>) -> Result<()> {
+        match expected {
+            Some(expected) if expected != self.revision => {
+                Err(Error::stale_revision(expected, self.revision))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The status of step `key`.
     pub fn step_status(&self, key: &str) -> StepStatus {
         self.steps

@@ -512,11 +512,7 @@ fn decide(
     now: DateTime<Utc>,
 ) -> Decide {
     Box::new(move |stored: &FlowState| {
-        if let Some(expected) = expected_revision
-            && expected != stored.revision
-        {
-            return Err(Error::stale_revision(expected, stored.revision));
-        }
+        stored.check_revision(expected_revision)?;
         let mut next = stored.clone().as_of(now);
         let mut happenings: Vec<Happened> =
             reonboarded(&flow, &mut next, now)?.into_iter().collect();

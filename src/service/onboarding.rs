@@ -7,7 +7,7 @@ use super::WriteOptions;
 use super::flows::idempotency_key;
 use crate::db::{Db, Decide, FlowWrite, Provenance};
 use crate::domain::{
-    Change, Error, FlowState, FlowVersion, ONBOARDING, OnboardingState, Result, Viewer, now,
+    Change, FlowState, FlowVersion, ONBOARDING, OnboardingState, Result, Viewer, now,
 };
 
 /// The onboarding operations, each checked against the viewer who asks.
@@ -90,11 +90,7 @@ impl Onboarding {
 /// stale `expectedRevision`, else applies the change.
 fn decide(change: Change, expected_revision: Option<i64>, now: DateTime<Utc>) -> Decide {
     Box::new(move |stored: &FlowState| {
-        if let Some(expected) = expected_revision
-            && expected != stored.revision
-        {
-            return Err(Error::stale_revision(expected, stored.revision));
-        }
+        stored.check_revision(expected_revision)?;
         let mut next = stored.clone().as_of(now);
         let happened = change.apply_to(&mut next, now);
         Ok(Some((next, vec![happened])))

@@ -141,6 +141,9 @@ async fn a_retry_with_the_same_idempotency_key_returns_the_first_answer(backend:
 
     let empty = complete(&app, "idempotencyKey: \"\"").await;
     assert_eq!(error_code(&empty), "BAD_USER_INPUT", "{empty}");
+    let nul = complete(&app, "idempotencyKey: \"a\\u0000b\"").await;
+    assert_eq!(error_code(&nul), "BAD_USER_INPUT", "{nul}");
+    assert_eq!(flow_revision(&app).await, 1, "refused keys wrote nothing");
 }
 
 async fn concurrent_retries_of_one_key_all_get_the_first_answer(backend: Backend) {
