@@ -197,6 +197,22 @@ pub struct DatabaseArgs {
     /// (e.g. `2s`), then fails alone with a "retry shortly" message.
     #[arg(long, env = "DATABASE_LOCK_TIMEOUT", default_value = "2s", value_parser = parse_database_timeout)]
     pub database_lock_timeout: Duration,
+
+    /// Postgres: the pooler between the server and Postgres, if any. `none`
+    /// and `session` (PgBouncer's session pooling) change nothing;
+    /// `transaction` (its transaction pooling) keeps no statement prepared,
+    /// runs every statement in a transaction and applies no migration
+    /// (run `onboarding migrate` on Postgres itself).
+    #[arg(long, env = "DATABASE_POOLER", value_enum, default_value_t = Pooler::None)]
+    pub database_pooler: Pooler,
+}
+
+/// What stands between the server and Postgres.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Pooler {
+    None,
+    Session,
+    Transaction,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -14,7 +14,9 @@ use sqlx::{FromRow, Row};
 use tokio::sync::{mpsc, oneshot};
 
 use super::DbError;
+use super::flow_groups::FlowWriters;
 use super::groups::{Queues, closed};
+use super::pooler;
 use crate::domain::{
     ERASED_ACTOR, Error, EventType, FlowDeclaration, FlowEvent, FlowState, FlowStatus, FlowVersion,
     Happened, ONBOARDING, Reonboarding, StepDeclaration, StepRecord,
@@ -129,7 +131,7 @@ pub struct Erased {
 
 /// How often a write inserts a state again that an erasure deleted between
 /// its insert and its lock, before it answers "retry shortly".
-const ERASED_MEANWHILE_RETRIES: usize = 3;
+pub(super) const ERASED_MEANWHILE_RETRIES: usize = 3;
 
 /// The connections flows use: a pool for writes and listings, and the
 /// database's readers, which answer state reads in groups.
@@ -148,13 +150,16 @@ enum Backend {
         pool: SqlitePool,
         writer: mpsc::Sender<QueuedFlowWrite>,
     },
-    Postgres(PgPool),
+    /// Postgres writes flows in groups, on writers of their own.
+    Postgres { pool: PgPool, writers: FlowWriters },
 }
 
 /// What a write decides, given the state it locked: the next state and the
 /// events that record it, or `None` to leave it as it is.
-pub type Decide =
-    Box<dyn FnOnce(&FlowState) -> crate::domain::Result<Option<(FlowState, Vec<Happened>)>> + Send>;
+/// A write whose group the database refused decides again alone.
+pub type Decide = Box<
+    dyn Fn(&FlowState) -> crate::domain::Result<Option<(FlowState, Vec<Happened>)>> + Send + Sync,
+>;
 
 /// One write of a user's state in a flow: the state to store when the user
 /// has none, who makes the change, its idempotency key, its time, and what
@@ -186,8 +191,8 @@ impl FlowWrite {
 
 /// What `decide` makes of `stored`. A rule that panics fails its own write
 /// as an internal error, and leaves the writer that runs it serving.
-fn decided(
-    decide: Decide,
+pub(super) fn decided(
+    decide: &Decide,
     stored: &FlowState,
 ) -> crate::domain::Result<Option<(FlowState, Vec<Happened>)>> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decide(stored)))
@@ -195,14 +200,14 @@ fn decided(
 }
 
 /// A flow write waiting for SQLite's writer, and where its answer goes.
-pub type QueuedFlowWrite = (FlowWrite, oneshot::Sender<Result<FlowState, Error>>);
+pub(super) type QueuedFlowWrite = (FlowWrite, oneshot::Sender<Result<FlowState, Error>>);
 
 /// Runs `write` in a savepoint of the open transaction of SQLite's writer,
 /// so that a write that fails is undone alone. The outer error means the
 /// savepoint itself failed, and the whole transaction must be rolled back.
 pub async fn write_in_savepoint(
     connection: &mut SqliteConnection,
-    write: FlowWrite,
+    write: &FlowWrite,
 ) -> Result<Result<FlowState, Error>, DbError> {
     sqlx::query("savepoint flow_write")
         .execute(&mut *connection)
@@ -223,29 +228,43 @@ pub async fn write_in_savepoint(
 /// of one user's idempotency key, so that a retry racing the first sending
 /// finds its answer.
 macro_rules! backend {
-    ($module:ident, $db:ty, $begin:literal, $row_lock:literal, $flow_lock:expr, $key_lock:expr) => {
-        mod $module {
+    (
+        $module:ident, $db:ty, $session:ident, $begin:expr, $keep_prepared:expr,
+        $row_lock:literal, $flow_lock:expr, $key_lock:expr
+    ) => {
+        pub(super) mod $module {
             use super::*;
 
             type Pool = sqlx::Pool<$db>;
             type Tx = sqlx::Transaction<'static, $db>;
             type DbRow = <$db as sqlx::Database>::Row;
 
+            type Query<'q> = sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments<'q>>;
+
             async fn begin(pool: &Pool) -> Result<Tx, DbError> {
                 Ok(pool.begin_with($begin).await?)
             }
 
+            /// A statement, kept prepared on its connection where that is safe.
+            fn query(statement: &str) -> Query<'_> {
+                sqlx::query(statement).persistent($keep_prepared)
+            }
+
             pub async fn versions(pool: &Pool) -> Result<Vec<FlowVersion>, DbError> {
-                let rows = sqlx::query(SELECT_VERSIONS).fetch_all(pool).await?;
+                let mut session = $session::open(pool).await?;
+                let rows = query(SELECT_VERSIONS).fetch_all(&mut *session).await?;
+                $session::close(session).await?;
                 rows.iter().map(read_version).collect()
             }
 
             pub async fn is_published(pool: &Pool, flow: &str) -> Result<bool, DbError> {
                 let statement = "select 1 from flow_version where flow = $1 limit 1";
-                let found = sqlx::query(statement)
+                let mut session = $session::open(pool).await?;
+                let found = query(statement)
                     .bind(flow)
-                    .fetch_optional(pool)
+                    .fetch_optional(&mut *session)
                     .await?;
+                $session::close(session).await?;
                 Ok(found.is_some())
             }
 
@@ -259,13 +278,13 @@ macro_rules! backend {
                 for declaration in declarations {
                     let flow_lock: Option<&str> = $flow_lock;
                     if let Some(statement) = flow_lock {
-                        sqlx::query(statement)
+                        query(statement)
                             .bind(&declaration.key)
                             .execute(&mut *tx)
                             .await
                             .map_err(DbError::from)?;
                     }
-                    let latest = sqlx::query(SELECT_LATEST)
+                    let latest = query(SELECT_LATEST)
                         .bind(&declaration.key)
                         .fetch_optional(&mut *tx)
                         .await
@@ -285,7 +304,7 @@ macro_rules! backend {
                         reonboarding: declaration.reonboarding,
                         published_at: now,
                     };
-                    sqlx::query(INSERT_VERSION)
+                    query(INSERT_VERSION)
                         .bind(&version.flow)
                         .bind(version.version)
                         .bind(&version.title)
@@ -302,44 +321,25 @@ macro_rules! backend {
             }
 
             pub async fn states(pool: &Pool, user_id: &str) -> Result<Vec<FlowState>, DbError> {
-                let onboarding = sqlx::query(SELECT_ONBOARDING)
+                let mut session = $session::open(pool).await?;
+                let onboarding = query(SELECT_ONBOARDING)
                     .bind(user_id)
                     .bind(ONBOARDING)
-                    .fetch_optional(pool)
+                    .fetch_optional(&mut *session)
                     .await?;
-                let rows = sqlx::query(SELECT_STATES)
+                let rows = query(SELECT_STATES)
                     .bind(user_id)
-                    .fetch_all(pool)
+                    .fetch_all(&mut *session)
                     .await?;
+                $session::close(session).await?;
                 onboarding.iter().chain(&rows).map(read_state).collect()
-            }
-
-            #[allow(dead_code, reason = "SQLite creates states through its writer")]
-            pub async fn create(pool: &Pool, fresh: &FlowState) -> Result<FlowState, Error> {
-                let (select, insert, _) = statements(&fresh.flow);
-                for _ in 0..ERASED_MEANWHILE_RETRIES {
-                    bind_state(sqlx::query(insert), fresh)
-                        .execute(pool)
-                        .await
-                        .map_err(DbError::from)?;
-                    let row = sqlx::query(select)
-                        .bind(&fresh.user_id)
-                        .bind(&fresh.flow)
-                        .fetch_optional(pool)
-                        .await
-                        .map_err(DbError::from)?;
-                    if let Some(row) = row {
-                        return Ok(read_state(&row)?);
-                    }
-                }
-                Err(erased_meanwhile())
             }
 
             /// The statements of a write, in the caller's transaction, which
             /// holds the write lock (SQLite) and commits or rolls back.
-            pub async fn write_on(
+            pub(in crate::db) async fn write_on(
                 connection: &mut <$db as sqlx::Database>::Connection,
-                write: FlowWrite,
+                write: &FlowWrite,
             ) -> Result<FlowState, Error> {
                 let FlowWrite {
                     fresh,
@@ -351,34 +351,36 @@ macro_rules! backend {
                 if let Some(idempotency) = &idempotency {
                     let key_lock: Option<&str> = $key_lock;
                     if let Some(statement) = key_lock {
-                        sqlx::query(statement)
+                        query(statement)
                             .bind(&fresh.user_id)
                             .bind(&idempotency.key)
                             .execute(&mut *connection)
                             .await
                             .map_err(DbError::from)?;
                     }
-                    let kept = sqlx::query(SELECT_KEY)
+                    let kept = query(SELECT_KEY)
                         .bind(&fresh.user_id)
                         .bind(&idempotency.key)
                         .fetch_optional(&mut *connection)
                         .await
                         .map_err(DbError::from)?;
                     if let Some(kept) = kept {
-                        return replay(&kept, idempotency);
+                        let request: String = kept.try_get("request").map_err(DbError::from)?;
+                        let response: String = kept.try_get("response").map_err(DbError::from)?;
+                        return replay(&request, &response, idempotency);
                     }
                 }
                 let (select, insert, update) = statements(&fresh.flow);
                 let statement = format!("{select}{}", $row_lock);
                 let mut locked = None;
                 for _ in 0..ERASED_MEANWHILE_RETRIES {
-                    bind_state(sqlx::query(insert), &fresh)
+                    bind_state(query(insert), &fresh)
                         .execute(&mut *connection)
                         .await
                         .map_err(DbError::from)?;
                     // None when an erasure deleted the row after the insert
                     // found it: the next round inserts it afresh.
-                    locked = sqlx::query(&statement)
+                    locked = query(&statement)
                         .bind(&fresh.user_id)
                         .bind(&fresh.flow)
                         .fetch_optional(&mut *connection)
@@ -393,13 +395,13 @@ macro_rules! backend {
                     return Ok(stored);
                 };
                 next.revision = stored.revision + 1;
-                next.updated_at = now.max(stored.updated_at + TimeDelta::microseconds(1));
-                bind_state(sqlx::query(update), &next)
+                next.updated_at = (*now).max(stored.updated_at + TimeDelta::microseconds(1));
+                bind_state(query(update), &next)
                     .execute(&mut *connection)
                     .await
                     .map_err(DbError::from)?;
                 for happened in &happenings {
-                    sqlx::query(INSERT_EVENT)
+                    query(INSERT_EVENT)
                         .bind(&next.user_id)
                         .bind(&next.flow)
                         .bind(next.version)
@@ -414,7 +416,7 @@ macro_rules! backend {
                         .map_err(DbError::from)?;
                 }
                 if let Some(idempotency) = &idempotency {
-                    sqlx::query(INSERT_KEY)
+                    query(INSERT_KEY)
                         .bind(&next.user_id)
                         .bind(&idempotency.key)
                         .bind(&idempotency.fingerprint)
@@ -434,7 +436,7 @@ macro_rules! backend {
                 before: Option<i64>,
                 limit: i64,
             ) -> Result<Vec<FlowEvent>, DbError> {
-                let mut query = sqlx::query(select_events(flow.is_some(), before.is_some()))
+                let mut query = query(select_events(flow.is_some(), before.is_some()))
                     .bind(user_id)
                     .bind(limit);
                 if let Some(flow) = flow {
@@ -443,7 +445,9 @@ macro_rules! backend {
                 if let Some(before) = before {
                     query = query.bind(before);
                 }
-                let rows = query.fetch_all(pool).await?;
+                let mut session = $session::open(pool).await?;
+                let rows = query.fetch_all(&mut *session).await?;
+                $session::close(session).await?;
                 rows.iter().map(read_event).collect()
             }
 
@@ -462,7 +466,7 @@ macro_rules! backend {
                 .into_iter()
                 .zip(&mut counts)
                 {
-                    *count = sqlx::query(statement)
+                    *count = query(statement)
                         .bind(user_id)
                         .bind(ERASED_ACTOR)
                         .execute(&mut *tx)
@@ -492,17 +496,17 @@ macro_rules! backend {
                 before: DateTime<Utc>,
             ) -> Result<u64, DbError> {
                 let statement = "delete from idempotency_key where created_at < $1";
-                Ok(sqlx::query(statement)
+                let mut session = $session::open(pool).await?;
+                let forgotten = query(statement)
                     .bind(before)
-                    .execute(pool)
+                    .execute(&mut *session)
                     .await?
-                    .rows_affected())
+                    .rows_affected();
+                $session::close(session).await?;
+                Ok(forgotten)
             }
 
-            fn bind_state<'q>(
-                query: sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments<'q>>,
-                state: &'q FlowState,
-            ) -> sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments<'q>> {
+            fn bind_state<'q>(query: Query<'q>, state: &'q FlowState) -> Query<'q> {
                 query
                     .bind(&state.user_id)
                     .bind(&state.flow)
@@ -555,42 +559,72 @@ macro_rules! backend {
                         .transpose()?,
                 })
             }
-
-            fn replay(kept: &DbRow, idempotency: &Idempotency) -> Result<FlowState, Error> {
-                let request: String = kept.try_get("request").map_err(DbError::from)?;
-                if request != idempotency.fingerprint {
-                    return Err(Error::Conflict {
-                        message: format!(
-                            "The idempotency key `{}` was used for another change; use a new key \
-                             for each change, and the same key only to retry it.",
-                            idempotency.key
-                        ),
-                        current_revision: None,
-                    });
-                }
-                let response: String = kept.try_get("response").map_err(DbError::from)?;
-                serde_json::from_str(&response).map_err(internal)
-            }
         }
     };
 }
 
-backend!(on_sqlite, sqlx::Sqlite, "begin immediate", "", None, None);
+backend!(
+    on_sqlite,
+    sqlx::Sqlite,
+    sqlite_session,
+    "begin immediate",
+    true,
+    "",
+    None,
+    None
+);
 backend!(
     on_postgres,
     sqlx::Postgres,
-    "begin",
+    pooler,
+    pooler::begin_statement(),
+    pooler::keep_prepared(),
     " for update",
     Some("select pg_advisory_xact_lock(hashtext('flow_version:' || $1))"),
     Some("select pg_advisory_xact_lock(hashtextextended($1 || chr(10) || $2, 0))")
 );
+
+/// SQLite's connections for reads: the pool's own, as they are.
+mod sqlite_session {
+    use sqlx::Sqlite;
+    use sqlx::pool::PoolConnection;
+    use sqlx::sqlite::SqlitePool;
+
+    pub async fn open(pool: &SqlitePool) -> Result<PoolConnection<Sqlite>, sqlx::Error> {
+        pool.acquire().await
+    }
+
+    pub async fn close(_: PoolConnection<Sqlite>) -> Result<(), sqlx::Error> {
+        Ok(())
+    }
+}
+
+/// The answer kept for an idempotency key, given the fingerprint of the
+/// change it was first sent with; a conflict when sent with another.
+pub(super) fn replay(
+    request: &str,
+    response: &str,
+    idempotency: &Idempotency,
+) -> Result<FlowState, Error> {
+    if request != idempotency.fingerprint {
+        return Err(Error::Conflict {
+            message: format!(
+                "The idempotency key `{}` was used for another change; use a new key for each \
+                 change, and the same key only to retry it.",
+                idempotency.key
+            ),
+            current_revision: None,
+        });
+    }
+    serde_json::from_str(response).map_err(internal)
+}
 
 /// Runs the same call on whichever backend the store holds.
 macro_rules! dispatch {
     ($store:expr, $function:ident($($argument:expr),*)) => {
         match &$store.backend {
             Backend::Sqlite { pool, .. } => on_sqlite::$function(pool, $($argument),*).await,
-            Backend::Postgres(pool) => on_postgres::$function(pool, $($argument),*).await,
+            Backend::Postgres { pool, .. } => on_postgres::$function(pool, $($argument),*).await,
         }
     };
 }
@@ -607,9 +641,11 @@ impl FlowStore {
         }
     }
 
-    pub fn postgres(pool: PgPool, readers: Queues) -> Self {
+    /// Flows on Postgres, with `writers` tasks that write them in groups.
+    pub fn postgres(pool: PgPool, readers: Queues, writers: usize) -> Self {
+        let writers = FlowWriters::start(&pool, writers);
         Self {
-            backend: Backend::Postgres(pool),
+            backend: Backend::Postgres { pool, writers },
             readers,
         }
     }
@@ -649,10 +685,7 @@ impl FlowStore {
     /// Stores `fresh` unless the user already has a state in its flow, and
     /// returns the one stored: concurrent first accesses all get the same.
     pub async fn create(&self, fresh: FlowState) -> Result<FlowState, Error> {
-        match &self.backend {
-            Backend::Sqlite { .. } => self.write(FlowWrite::create(fresh)).await,
-            Backend::Postgres(pool) => on_postgres::create(pool, &fresh).await,
-        }
+        self.write(FlowWrite::create(fresh)).await
     }
 
     /// One write, in one transaction: replays an idempotent retry; or locks
@@ -666,16 +699,7 @@ impl FlowStore {
                 writer.send((write, answer)).await.map_err(|_| closed())?;
                 answered.await.map_err(|_| closed())?
             }
-            Backend::Postgres(pool) => {
-                let pool = pool.clone();
-                to_the_end(async move {
-                    let mut tx = pool.begin().await.map_err(DbError::from)?;
-                    let written = on_postgres::write_on(&mut tx, write).await?;
-                    tx.commit().await.map_err(DbError::from)?;
-                    Ok(written)
-                })
-                .await
-            }
+            Backend::Postgres { writers, .. } => writers.write(write).await,
         }
     }
 
@@ -710,11 +734,12 @@ impl FlowStore {
         .await
     }
 
-    /// Closes the store's connections (Postgres's pool is the server's own,
-    /// closed with it).
+    /// Lets the queued writes finish and closes the store's connections
+    /// (Postgres's pool is the server's own, closed with it).
     pub async fn close(&self) {
-        if let Backend::Sqlite { pool, .. } = &self.backend {
-            pool.close().await;
+        match &self.backend {
+            Backend::Sqlite { pool, .. } => pool.close().await,
+            Backend::Postgres { writers, .. } => writers.close().await,
         }
     }
 
@@ -747,7 +772,7 @@ async fn empty_the_log(pool: &SqlitePool) {
 
 /// A write whose row an erasure deleted again and again between insert and
 /// lock: rare, and worth a retry.
-fn erased_meanwhile() -> Error {
+pub(super) fn erased_meanwhile() -> Error {
     Error::Unavailable("the user's state was erased while it was written".into())
 }
 
@@ -768,7 +793,7 @@ fn steps_json(steps: &[StepDeclaration]) -> String {
     serde_json::to_string(steps).unwrap_or_else(|_| "[]".to_owned())
 }
 
-fn steps_record_json(steps: &BTreeMap<String, StepRecord>) -> String {
+pub(super) fn steps_record_json(steps: &BTreeMap<String, StepRecord>) -> String {
     serde_json::to_string(steps).unwrap_or_else(|_| "{}".to_owned())
 }
 
@@ -810,6 +835,6 @@ fn corrupt(column: &str, value: &str) -> sqlx::Error {
     sqlx::Error::Decode(format!("unexpected {column} in the database: {shown:?}").into())
 }
 
-fn internal(error: serde_json::Error) -> Error {
+pub(super) fn internal(error: serde_json::Error) -> Error {
     Error::Internal(Box::new(error))
 }

@@ -154,9 +154,11 @@ macro_rules! event_columns {
     };
 }
 
+mod flow_groups;
 mod flows;
 mod groups;
 mod migrations;
+mod pooler;
 mod postgres;
 mod sqlite;
 
@@ -249,6 +251,12 @@ impl DbError {
             .is_some_and(|code| CONTENDED.contains(&code.as_ref()))
     }
 
+    /// Whether the database refused the statement (a constraint, a lock, a
+    /// timeout) while it serves, rather than failing to answer at all.
+    pub fn is_refusal(&self) -> bool {
+        self.0.as_database_error().is_some() && !self.is_unavailable()
+    }
+
     /// Whether Postgres chose this statement's transaction to end a deadlock.
     pub fn is_deadlock(&self) -> bool {
         self.postgres_code().as_deref() == Some("40P01")
@@ -284,6 +292,13 @@ pub enum MigrationError {
         .0.join(", ")
     )]
     Pending(Vec<String>),
+    #[error(
+        "the database lacks migrations this binary needs: {}; they cannot run through a \
+         transaction pooler (DATABASE_POOLER=transaction): run `onboarding migrate` with \
+         DATABASE_URL naming Postgres itself, not the pooler",
+        .0.join(", ")
+    )]
+    ThroughTransactionPooler(Vec<String>),
 }
 
 /// Connections to whichever database `DATABASE_URL` names.
@@ -457,6 +472,14 @@ impl Db {
     /// unless one is breaking: then nothing is applied and the error says so.
     pub async fn migrate(&self) -> Result<Vec<String>, MigrationError> {
         let status = self.compatible_status().await?;
+        if pooler::behind_transaction_pooler() && matches!(self, Db::Postgres(_)) {
+            // Migrations hold a session's lock and build indexes outside
+            // any transaction: neither works through such a pooler.
+            if status.pending.is_empty() {
+                return Ok(Vec::new());
+            }
+            return Err(MigrationError::ThroughTransactionPooler(status.pending));
+        }
         match self {
             Db::Sqlite(sqlite) => sqlite.migrate().await?,
             Db::Postgres(postgres) => postgres.migrate().await?,

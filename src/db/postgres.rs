@@ -15,8 +15,8 @@ use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
 use super::groups::{self, Queues, Reader, Write, WriteQueue, WriteRequest, gather};
-use super::{ACQUIRE_TIMEOUT, ConnectError, DbError, FlowStore, Result, Upserts};
-use crate::config::DatabaseArgs;
+use super::{ACQUIRE_TIMEOUT, ConnectError, DbError, FlowStore, Result, Upserts, pooler};
+use crate::config::{DatabaseArgs, Pooler};
 use crate::domain::{Change, FlowState, OnboardingState, Step};
 
 /// The rows of a group: `$1` user ids, `$2` steps, `$3` times; then the
@@ -134,6 +134,14 @@ pub struct Postgres {
     options: Option<Arc<PgConnectOptions>>,
 }
 
+/// Every statement planned for the parameters it runs with. A prepared
+/// statement otherwise keeps, after a few runs, a generic plan made for the
+/// table as it was: one made while a table was small (a new database, the
+/// first minute of a deployment) scans it whole on every run, however large
+/// it grows, until the next `analyze`. The statements are short and run for
+/// whole groups, so planning them each time costs little.
+const PLANNED_EACH_TIME: (&str, &str) = ("plan_cache_mode", "force_custom_plan");
+
 /// How long a pooled connection lives: after a failover, the last
 /// connection to the old server is gone within it, whatever happens.
 const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
@@ -187,12 +195,25 @@ impl Postgres {
         let options = PgConnectOptions::from_str(&args.database_url)
             .map_err(ConnectError::InvalidUrl)?
             .extra_float_digits(None);
-        let timeouts: Arc<str> = format!(
-            "set statement_timeout = '{}'; set lock_timeout = '{}'",
-            millis(args.database_statement_timeout),
-            millis(args.database_lock_timeout)
-        )
-        .into();
+        let settings = [
+            ("statement_timeout", millis(args.database_statement_timeout)),
+            ("lock_timeout", millis(args.database_lock_timeout)),
+            (PLANNED_EACH_TIME.0, PLANNED_EACH_TIME.1.to_owned()),
+        ];
+        let set = |scope: &str| {
+            settings
+                .iter()
+                .map(|(name, value)| format!("set {scope}{name} = '{value}'; "))
+                .collect::<String>()
+        };
+        // Behind a transaction pooler a session's settings would stay with
+        // the server it reached, for whichever client gets it next: each
+        // transaction sets them for itself instead.
+        let behind_transaction_pooler = args.database_pooler == Pooler::Transaction;
+        if behind_transaction_pooler {
+            pooler::serve_behind_transaction_pooler(&set("local "));
+        }
+        let session_settings: Arc<str> = set("").into();
         // The pool retries until its timeout and then reports only that, not
         // why (refused, unknown host, wrong password, no such database).
         tokio::time::timeout(ACQUIRE_TIMEOUT, PgConnection::connect_with(&options))
@@ -215,9 +236,11 @@ impl Postgres {
                 Box::pin(async move { Ok(!opened_before_failover(meta.age)) })
             })
             .after_connect(move |connection, _| {
-                let timeouts = Arc::clone(&timeouts);
+                let settings = Arc::clone(&session_settings);
                 Box::pin(async move {
-                    sqlx::Executor::execute(connection, &*timeouts).await?;
+                    if !behind_transaction_pooler {
+                        sqlx::Executor::execute(connection, &*settings).await?;
+                    }
                     Ok(())
                 })
             })
@@ -233,13 +256,21 @@ impl Postgres {
     /// The migrations applied (version, description); none before the first.
     pub async fn applied_migrations(&self) -> Result<Vec<(i64, String)>, sqlx::Error> {
         use super::migrations::{APPLIED, POSTGRES_HAS_TABLE};
+        let mut session = pooler::open(&self.pool).await?;
         let migrated: bool = sqlx::query_scalar(POSTGRES_HAS_TABLE)
-            .fetch_one(&self.pool)
+            .persistent(pooler::keep_prepared())
+            .fetch_one(&mut *session)
             .await?;
-        if !migrated {
-            return Ok(Vec::new());
-        }
-        sqlx::query_as(APPLIED).fetch_all(&self.pool).await
+        let applied = if migrated {
+            sqlx::query_as(APPLIED)
+                .persistent(pooler::keep_prepared())
+                .fetch_all(&mut *session)
+                .await?
+        } else {
+            Vec::new()
+        };
+        pooler::close(session).await?;
+        Ok(applied)
     }
 
     /// Whether the server takes writes: not a standby, not read-only. A
@@ -247,7 +278,12 @@ impl Postgres {
     pub async fn check_writable(&self) -> Result<()> {
         let statement = "select not pg_is_in_recovery() \
              and current_setting('transaction_read_only') = 'off'";
-        let writable: bool = sqlx::query_scalar(statement).fetch_one(&self.pool).await?;
+        let mut session = pooler::open(&self.pool).await?;
+        let writable: bool = sqlx::query_scalar(statement)
+            .persistent(pooler::keep_prepared())
+            .fetch_one(&mut *session)
+            .await?;
+        pooler::close(session).await?;
         if writable {
             return Ok(());
         }
@@ -275,7 +311,7 @@ impl Postgres {
                 read_queue.clone(),
             )));
         }
-        let flows = FlowStore::postgres(pool.clone(), queues.clone());
+        let flows = FlowStore::postgres(pool.clone(), queues.clone(), writers);
         Self {
             pool,
             queues,
@@ -325,34 +361,48 @@ fn millis(timeout: Duration) -> String {
 /// The pool answers each kind of read in a group with one statement.
 impl Reader for PgPool {
     async fn states(&mut self, user_ids: Vec<&str>) -> Result<Vec<OnboardingState>> {
-        Ok(sqlx::query_as(FIND_ANY)
-            .bind(user_ids)
-            .fetch_all(&*self)
-            .await?)
+        fetch_all(self, sqlx::query_as(FIND_ANY).bind(user_ids)).await
     }
 
     async fn flow_states(&mut self, keys: Vec<(&str, &str)>) -> Result<Vec<FlowState>> {
         let (user_ids, flows): (Vec<&str>, Vec<&str>) = keys.into_iter().unzip();
-        Ok(sqlx::query_as(FIND_FLOW_STATES)
-            .bind(user_ids)
-            .bind(flows)
-            .fetch_all(&*self)
-            .await?)
+        fetch_all(
+            self,
+            sqlx::query_as(FIND_FLOW_STATES).bind(user_ids).bind(flows),
+        )
+        .await
     }
 
     async fn onboarding_flow_states(&mut self, user_ids: Vec<&str>) -> Result<Vec<FlowState>> {
-        Ok(sqlx::query_as(FIND_ONBOARDING_FLOW_STATES)
-            .bind(user_ids)
-            .fetch_all(&*self)
-            .await?)
+        fetch_all(
+            self,
+            sqlx::query_as(FIND_ONBOARDING_FLOW_STATES).bind(user_ids),
+        )
+        .await
     }
 
     /// The pool is the server's, closed with it.
     async fn finish(self) {}
 }
 
+type QueryAs<'q, T> = sqlx::query::QueryAs<'q, sqlx::Postgres, T, sqlx::postgres::PgArguments>;
+
+/// The rows of `query`, a statement on its own.
+async fn fetch_all<'q, T>(pool: &PgPool, query: QueryAs<'q, T>) -> Result<Vec<T>>
+where
+    T: Send + Unpin + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
+{
+    let mut session = pooler::open(pool).await?;
+    let rows = query
+        .persistent(pooler::keep_prepared())
+        .fetch_all(&mut *session)
+        .await?;
+    pooler::close(session).await?;
+    Ok(rows)
+}
+
 async fn find_any(pool: &PgPool, ids: Vec<String>) -> Result<HashMap<String, OnboardingState>> {
-    let states: Vec<OnboardingState> = sqlx::query_as(FIND_ANY).bind(ids).fetch_all(pool).await?;
+    let states: Vec<OnboardingState> = fetch_all(pool, sqlx::query_as(FIND_ANY).bind(ids)).await?;
     Ok(states
         .into_iter()
         .map(|state| (state.user_id.clone(), state))
@@ -468,14 +518,16 @@ async fn write_rows(
     let ids: Vec<&str> = rows.iter().map(|row| row.user_id.as_str()).collect();
     let actors: Vec<&str> = rows.iter().map(|row| row.actor.as_str()).collect();
     let request_ids: Vec<Option<&str>> = rows.iter().map(|row| row.request_id.as_deref()).collect();
-    let states: Vec<OnboardingState> = sqlx::query_as(upsert)
-        .bind(ids)
-        .bind(steps)
-        .bind(times)
-        .bind(actors)
-        .bind(request_ids)
-        .fetch_all(pool)
-        .await?;
+    let states: Vec<OnboardingState> = fetch_all(
+        pool,
+        sqlx::query_as(upsert)
+            .bind(ids)
+            .bind(steps)
+            .bind(times)
+            .bind(actors)
+            .bind(request_ids),
+    )
+    .await?;
     Ok(states
         .into_iter()
         .map(|state| (state.user_id.clone(), state))
@@ -518,12 +570,15 @@ async fn create_missing(
     let mut missing: Vec<_> = ids.into_iter().zip(steps).zip(times).collect();
     for _ in 0..3 {
         let ((ids, steps), times): ((Vec<_>, Vec<_>), Vec<_>) = missing.iter().cloned().unzip();
+        let mut session = pooler::open(pool).await?;
         sqlx::query(CREATE_MISSING)
+            .persistent(pooler::keep_prepared())
             .bind(&ids)
             .bind(steps)
             .bind(times)
-            .execute(pool)
+            .execute(&mut *session)
             .await?;
+        pooler::close(session).await?;
         found.extend(find_any(pool, ids).await?);
         missing.retain(|((id, _), _)| !found.contains_key(id));
         if missing.is_empty() {

@@ -377,7 +377,7 @@ async fn write_group(
     }
     let mut flow_results = Vec::with_capacity(flow_writes.len());
     for write in flow_writes {
-        flow_results.push(flows::write_in_savepoint(connection, write).await?);
+        flow_results.push(flows::write_in_savepoint(connection, &write).await?);
     }
     Ok((results, flow_results))
 }

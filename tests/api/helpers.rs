@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use onboarding::app::Application;
 use onboarding::auth::{self, TokenRequest};
-use onboarding::config::{DatabaseArgs, JwtArgs, ServeArgs};
+use onboarding::config::{DatabaseArgs, JwtArgs, Pooler, ServeArgs};
 use serde_json::{Value, json};
 use sqlx::{Connection, Executor, PgConnection, SqliteConnection};
 use tokio::sync::oneshot;
@@ -221,6 +221,7 @@ pub fn serve_args(database_url: &str) -> ServeArgs {
             database_max_connections: 10,
             database_statement_timeout: Duration::from_secs(10),
             database_lock_timeout: Duration::from_secs(2),
+            database_pooler: Pooler::None,
         },
         jwt: JwtArgs {
             jwt_secret: Some(SECRET.to_owned()),
@@ -408,6 +409,7 @@ const SETTINGS: &[&str] = &[
     "DATABASE_MAX_CONNECTIONS",
     "DATABASE_STATEMENT_TIMEOUT",
     "DATABASE_LOCK_TIMEOUT",
+    "DATABASE_POOLER",
     "NO_MIGRATE",
     "SHUTDOWN_DRAIN",
     "DATABASE_WAIT",

@@ -10,7 +10,8 @@ use sqlx::{Connection, Executor, PgConnection};
 use tokio::task::JoinSet;
 
 use crate::helpers::{
-    Backend, ServerProcess, TestDatabase, error_code, post_graphql, postgres_server_url, token,
+    Backend, ServerProcess, TestDatabase, command, error_code, post_graphql, postgres_server_url,
+    token,
 };
 
 const ADMIN: &str = "replica-admin";
@@ -338,9 +339,9 @@ async fn a_proxy_that_closes_every_connection_answers_retry_shortly_then_recover
     assert_eq!(readyz(&server).await, 200);
 }
 
-/// Debian's PgBouncer in session mode, with its stock settings and a pool as
-/// large as the server's, in front of the test's Postgres server; stopped
-/// when dropped.
+/// Debian's PgBouncer with its stock settings, in `mode` with `pool_size`
+/// server connections, in front of the test's Postgres server; stopped when
+/// dropped.
 struct PgBouncer {
     port: u16,
     dir: std::path::PathBuf,
@@ -348,7 +349,7 @@ struct PgBouncer {
 }
 
 impl PgBouncer {
-    fn start(target_host: &str, target_port: u16) -> Self {
+    fn start(target_host: &str, target_port: u16, mode: &str, pool_size: u32) -> Self {
         let binary = ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"]
             .into_iter()
             .find(|path| std::path::Path::new(path).exists())
@@ -367,7 +368,7 @@ impl PgBouncer {
             format!(
                 "[databases]\n* = host={target_host} port={target_port}\n\n[pgbouncer]\n\
                  listen_addr = 127.0.0.1\nlisten_port = {port}\nauth_type = trust\n\
-                 auth_file = {}\npool_mode = session\ndefault_pool_size = 40\n\
+                 auth_file = {}\npool_mode = {mode}\ndefault_pool_size = {pool_size}\n\
                  max_client_conn = 200\nunix_socket_dir =\n",
                 users.display()
             ),
@@ -418,7 +419,7 @@ async fn pgbouncer_in_session_mode_with_its_stock_settings_serves_every_request(
     let db = TestDatabase::create(Backend::Postgres).await;
     let options: sqlx::postgres::PgConnectOptions = db.url.parse().expect("a Postgres URL");
     let target = format!("{}:{}", options.get_host(), options.get_port());
-    let bouncer = PgBouncer::start(options.get_host(), options.get_port());
+    let bouncer = PgBouncer::start(options.get_host(), options.get_port(), "session", 40);
     let through = db
         .url
         .replacen(&target, &format!("127.0.0.1:{}", bouncer.port), 1);
@@ -451,4 +452,126 @@ async fn pgbouncer_in_session_mode_with_its_stock_settings_serves_every_request(
     let failures: Vec<Value> = clients.join_all().await.into_iter().flatten().collect();
     assert!(failures.is_empty(), "{failures:?}");
     assert_eq!(readyz(&server).await, 200);
+}
+
+/// `clients` users each sending a mix of every kind of request `rounds`
+/// times through `server`: original-API writes and reads, flow writes with
+/// and without idempotency keys (one of them retried), flow reads, events,
+/// an export and an erasure; the bodies that carried errors.
+async fn mixed_load(server: &ServerProcess, clients: usize, rounds: usize) -> Vec<Value> {
+    let admin = token(ADMIN, &["admin"]);
+    let publish = "mutation { publishFlow(input: { key: \"pooled\", title: \"Pooled\", \
+         steps: [{ key: \"a\", title: \"A\" }, { key: \"b\", title: \"B\" }] }) { version } }";
+    let published: Value = post_graphql(&server.graphql_url(), Some(&admin), publish, json!({}))
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    assert!(published.get("errors").is_none(), "{published}");
+    let mut tasks = JoinSet::new();
+    for client in 0..clients {
+        let url = server.graphql_url();
+        tasks.spawn(async move {
+            let mut failures = Vec::new();
+            let user = format!("pooled-{client}");
+            let user_token = token(&user, &[]);
+            for round in 0..rounds {
+                let step = if round % 2 == 0 { "a" } else { "b" };
+                let key = format!("key-{round}");
+                let requests = [
+                    "mutation { completeOnboarding(step: 2) { id revision } }".to_owned(),
+                    "{ onboardingState { id currentStep } flowStates { flow revision } }"
+                        .to_owned(),
+                    format!(
+                        "mutation {{ completeStep(flow: \"pooled\", step: \"{step}\", \
+                         idempotencyKey: \"{key}\") {{ revision }} }}"
+                    ),
+                    format!(
+                        "mutation {{ completeStep(flow: \"pooled\", step: \"{step}\", \
+                         idempotencyKey: \"{key}\") {{ revision }} }}"
+                    ),
+                    "mutation { setOnboardingStep(step: 3) { id } }".to_owned(),
+                    "{ flowState(flow: \"pooled\") { revision doneSteps } \
+                     flowEvents(first: 5) { edges { node { type } } } }"
+                        .to_owned(),
+                    "{ exportUserData { flowStates { flow } } }".to_owned(),
+                ];
+                for query in &requests {
+                    let body: Value = post_graphql(&url, Some(&user_token), query, json!({}))
+                        .await
+                        .json()
+                        .await
+                        .expect("JSON");
+                    if body.get("errors").is_some() {
+                        failures.push(body);
+                    }
+                }
+            }
+            let erase =
+                format!("mutation {{ deleteUserData(userId: \"{user}\") {{ flowStates }} }}");
+            let admin = token(ADMIN, &["admin"]);
+            let body: Value = post_graphql(&url, Some(&admin), &erase, json!({}))
+                .await
+                .json()
+                .await
+                .expect("JSON");
+            if body.get("errors").is_some() {
+                failures.push(body);
+            }
+            failures
+        });
+    }
+    tasks.join_all().await.into_iter().flatten().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbouncer_in_transaction_mode_serves_every_kind_of_request() {
+    if postgres_server_url().is_none() {
+        return;
+    }
+    let db = TestDatabase::create(Backend::Postgres).await;
+    let options: sqlx::postgres::PgConnectOptions = db.url.parse().expect("a Postgres URL");
+    let target = format!("{}:{}", options.get_host(), options.get_port());
+    // Fewer server connections than the replica's, so that its connections
+    // share servers from one transaction to the next.
+    let bouncer = PgBouncer::start(options.get_host(), options.get_port(), "transaction", 3);
+    let through = db
+        .url
+        .replacen(&target, &format!("127.0.0.1:{}", bouncer.port), 1);
+    let pooled = [("DATABASE_POOLER", "transaction")];
+
+    // Migrations cannot run through it: the server refuses, naming the fix.
+    let refused = command(&["serve"], &[("DATABASE_URL", &through), pooled[0]])
+        .env(
+            "JWT_SECRET",
+            "a-secret-that-is-long-enough-for-hs256-tokens",
+        )
+        .output()
+        .expect("the binary runs");
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{said}");
+    assert!(
+        said.contains("onboarding migrate") && said.contains("DATABASE_URL naming Postgres itself"),
+        "{said}"
+    );
+    let migrated = command(&["migrate"], &[("DATABASE_URL", &db.url)])
+        .output()
+        .expect("the binary runs");
+    assert!(migrated.status.success(), "{migrated:?}");
+
+    let server = ServerProcess::start(&through, &pooled).await;
+    let failures = mixed_load(&server, 8, 6).await;
+    assert!(
+        failures.is_empty(),
+        "{} failed: {failures:?}",
+        failures.len()
+    );
+    assert_eq!(readyz(&server).await, 200);
+    let status = command(
+        &["migrate", "--check"],
+        &[("DATABASE_URL", &through), pooled[0]],
+    )
+    .output()
+    .expect("the binary runs");
+    assert!(status.status.success(), "{status:?}");
 }

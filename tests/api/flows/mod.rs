@@ -8,6 +8,7 @@ mod concurrency;
 mod declarations;
 mod erasure_races;
 mod events;
+mod grouped_writes;
 mod lifecycle;
 mod migration;
 mod original_api;
