@@ -5,12 +5,12 @@
 //! A group keeps every guarantee of a write on its own: each state is
 //! locked before its rule decides, an idempotency key is looked up under
 //! its lock, and what one write decides (a stale revision, a step that does
-//! not exist) fails that write alone. Rows are locked in the order of their
-//! keys, the order every replica uses, so groups on several replicas wait
-//! for each other but never deadlock; should a statement fail anyway (a
-//! lock held elsewhere past the lock timeout, a row the database refuses),
-//! every write of the group is tried again alone, so that only the one whose
-//! row failed fails.
+//! not exist) fails that write alone. A group waits for no lock another
+//! transaction holds: when one of its states or keys is held elsewhere (a
+//! long transaction, a group of another replica), or the database refuses a
+//! statement, each of its writes runs alone, in a task of its own, and only
+//! those that meet the lock wait for it (up to the lock timeout) while the
+//! writer goes on with the next group.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -28,23 +28,24 @@ use super::groups::{Job, closed, gather};
 use super::{DbError, pooler};
 use crate::domain::{Error, FlowState, ONBOARDING};
 
-/// Takes the idempotency keys' locks, in the order of their hashes: the
-/// same lock a write on its own takes for its key.
-const LOCK_KEYS: &str = "select pg_advisory_xact_lock(h) from (select distinct \
-     hashtextextended(k.u || chr(10) || k.k, 0) as h from unnest($1::text[], $2::text[]) \
-     as k(u, k) order by h) as keys";
+/// Takes the idempotency keys' locks, the same a write on its own takes
+/// for its key, if none is held elsewhere: whether it took them all.
+const LOCK_KEYS: &str = "select coalesce(bool_and(pg_try_advisory_xact_lock(h)), true) from \
+     (select distinct hashtextextended(k.u || chr(10) || k.k, 0) as h \
+     from unnest($1::text[], $2::text[]) as k(u, k) order by h) as keys";
 
 /// The answers kept for the (user, key) pairs of `$1` and `$2`.
 const SELECT_KEPT: &str = "select user_id, key, request, response from idempotency_key \
      where (user_id, key) in (select * from unnest($1::text[], $2::text[]))";
 
 /// The states of the (user, flow) pairs of `$1` and `$2`, locked in the
-/// order of their keys.
+/// order of their keys; the statement fails at once when another
+/// transaction holds one of them.
 const LOCK_STATES: &str = concat!(
     "select ",
     flow_state_columns!(),
     " from flow_state where (user_id, flow) in (select * from unnest($1::text[], $2::text[])) \
-     order by user_id, flow for update"
+     order by user_id, flow for update nowait"
 );
 
 /// Fresh states for the writes whose user has none, in the order of their
@@ -189,19 +190,23 @@ fn one_round(group: Vec<QueuedFlowWrite>) -> (Vec<QueuedFlowWrite>, Vec<QueuedFl
 }
 
 /// Writes a round: the states of the built-in flow `onboarding` (rows of
-/// the original API's table) each on its own, the others as one group.
+/// the original API's table, which the original API's writer locks in
+/// groups of its own) each on its own, the others as one group.
 async fn write_round(pool: &PgPool, round: Vec<QueuedFlowWrite>) {
     let (onboarding, others): (Vec<_>, Vec<_>) = round
         .into_iter()
         .partition(|(write, _)| write.fresh.flow == ONBOARDING);
-    tokio::join!(each_alone(pool, onboarding), write_group(pool, others));
+    each_alone(pool, onboarding);
+    write_group(pool, others).await;
 }
 
 /// How a group's transaction failed: before its commit, when nothing was
-/// written, or at the commit, when it may have been.
+/// written, or at the commit, when it may have been; or it met a lock held
+/// elsewhere, and wrote nothing.
 enum Failed {
     Before(DbError),
     AtCommit(DbError),
+    Held,
 }
 
 async fn write_group(pool: &PgPool, group: Vec<QueuedFlowWrite>) {
@@ -215,10 +220,12 @@ async fn write_group(pool: &PgPool, group: Vec<QueuedFlowWrite>) {
                 let _ = answer.send(written);
             }
         }
-        // The database refused a statement: nothing is written, and each
-        // write alone tells which of them it refuses, if any.
+        // A lock held elsewhere, or a statement the database refused:
+        // nothing is written, and each write alone waits for its own lock
+        // or tells which of them the database refuses.
+        Err(Failed::Held) => each_alone(pool, group),
         Err(Failed::Before(error)) if group.len() > 1 && error.is_refusal() => {
-            each_alone(pool, group).await;
+            each_alone(pool, group);
         }
         Err(Failed::Before(error) | Failed::AtCommit(error)) => {
             for (_, answer) in group {
@@ -228,13 +235,13 @@ async fn write_group(pool: &PgPool, group: Vec<QueuedFlowWrite>) {
     }
 }
 
-/// Each write in a transaction of its own, all at once; one that deadlocks
-/// is tried once more.
-async fn each_alone(pool: &PgPool, writes: Vec<QueuedFlowWrite>) {
-    let mut tasks = tokio::task::JoinSet::new();
+/// Each write in a transaction and a task of its own, all at once, each
+/// answered when done; one that deadlocks is tried once more. The writer
+/// does not wait for them.
+fn each_alone(pool: &PgPool, writes: Vec<QueuedFlowWrite>) {
     for (write, answer) in writes {
         let pool = pool.clone();
-        tasks.spawn(async move {
+        tokio::spawn(async move {
             let mut written = write_alone(&pool, &write).await;
             if written.as_ref().is_err_and(is_deadlock) {
                 written = write_alone(&pool, &write).await;
@@ -242,7 +249,6 @@ async fn each_alone(pool: &PgPool, writes: Vec<QueuedFlowWrite>) {
             let _ = answer.send(written);
         });
     }
-    tasks.join_all().await;
 }
 
 fn is_deadlock(error: &Error) -> bool {
@@ -300,8 +306,14 @@ async fn try_group(
         .collect())
 }
 
+/// A statement's failure: a lock held elsewhere (`nowait`), or another.
 fn before(error: sqlx::Error) -> Failed {
-    Failed::Before(error.into())
+    let error = DbError::from(error);
+    if error.is_lock_not_available() {
+        Failed::Held
+    } else {
+        Failed::Before(error)
+    }
 }
 
 /// Takes the locks of the writes' idempotency keys, and answers the writes
@@ -322,12 +334,16 @@ async fn replay_kept(
     if keys.is_empty() {
         return Ok(());
     }
-    query(LOCK_KEYS)
+    let all_taken: bool = sqlx::query_scalar(LOCK_KEYS)
+        .persistent(pooler::keep_prepared())
         .bind(&user_ids)
         .bind(&keys)
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await
         .map_err(before)?;
+    if !all_taken {
+        return Err(Failed::Held);
+    }
     let kept: Vec<(String, String, String, String)> = sqlx::query_as(SELECT_KEPT)
         .persistent(pooler::keep_prepared())
         .bind(&user_ids)

@@ -257,6 +257,12 @@ impl DbError {
         self.0.as_database_error().is_some() && !self.is_unavailable()
     }
 
+    /// Whether Postgres refused to wait for a lock another transaction
+    /// holds (`nowait`, or past the lock timeout).
+    pub fn is_lock_not_available(&self) -> bool {
+        self.postgres_code().as_deref() == Some("55P03")
+    }
+
     /// Whether Postgres chose this statement's transaction to end a deadlock.
     pub fn is_deadlock(&self) -> bool {
         self.postgres_code().as_deref() == Some("40P01")

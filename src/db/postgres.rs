@@ -44,17 +44,24 @@ macro_rules! written_rows {
             $status,
             "', ",
             $started_at,
-            ", 1 from unnest($1::text[], $2::int4[], $3::timestamptz[]) as w(u, s, n) order by w.u"
+            ", 1 from unnest($1::text[], $2::int4[], $3::timestamptz[]) as w(u, s, n) \
+             where (select count(*) from held) >= 0 order by w.u"
         )
     };
 }
 
 /// An original-API write and its events, in one statement: the upsert, and
 /// an event per row it wrote, with `$4` the actors and `$5` the request ids.
+/// `$held` comes first: for a group, the rows that exist, locked in the
+/// order of their user ids, and the statement fails at once if another
+/// transaction holds one (its writes are then tried alone, so that only
+/// they wait for it); for a write alone, nothing.
 macro_rules! logged {
-    ($upsert:expr, $type:literal, $data:ident) => {
+    ($held:expr, $upsert:expr, $type:literal, $data:ident) => {
         concat!(
-            "with written as (",
+            "with held as (",
+            $held,
+            "), written as (",
             $upsert,
             "), logged as (",
             event_columns!(),
@@ -110,8 +117,42 @@ const CREATE_MISSING: &str = concat!(
     " on conflict (user_id) do nothing"
 );
 
+/// The rows of a group that exist, locked, without waiting for any.
+macro_rules! logged_group {
+    ($upsert:expr, $type:literal, $data:ident) => {
+        logged!(
+            "select 1 from onboarding_state where user_id = any($1) order by user_id \
+             for update nowait",
+            $upsert,
+            $type,
+            $data
+        )
+    };
+}
+
+/// Nothing held ahead: a write alone waits for its row.
+macro_rules! logged_alone {
+    ($upsert:expr, $type:literal, $data:ident) => {
+        logged!("select 1 where false", $upsert, $type, $data)
+    };
+}
+
 const UPSERTS: Upserts = upserts!(
-    logged,
+    logged_group,
+    written_rows!("true", "w.n", "COMPLETED", "w.n"),
+    written_rows!("false", "null::timestamptz", "IN_PROGRESS", "w.n"),
+    written_rows!(
+        "false",
+        "null::timestamptz",
+        "NOT_STARTED",
+        "null::timestamptz"
+    ),
+    "greatest(excluded.updated_at, onboarding_state.updated_at + interval '1 microsecond')"
+);
+
+/// The same writes, one at a time.
+const UPSERTS_ALONE: Upserts = upserts!(
+    logged_alone,
     written_rows!("true", "w.n", "COMPLETED", "w.n"),
     written_rows!("false", "null::timestamptz", "IN_PROGRESS", "w.n"),
     written_rows!(
@@ -335,9 +376,18 @@ impl Postgres {
             "set statement_timeout = 0; set lock_timeout = 0",
         )
         .await?;
+        let lock = migration_lock(&mut connection).await?;
+        let mut migrator = migrator;
+        migrator.set_locking(false);
         let migrated = migrator.run(&mut connection).await;
+        let unlocked = sqlx::query("select pg_advisory_unlock($1)")
+            .bind(lock)
+            .execute(&mut connection)
+            .await;
         let _ = connection.close().await;
-        migrated
+        migrated?;
+        unlocked?;
+        Ok(())
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -350,6 +400,35 @@ impl Postgres {
 
     pub fn queues(&self) -> &Queues {
         &self.queues
+    }
+}
+
+/// Takes the lock that serializes migrations of the connection's database,
+/// the one sqlx takes (so that older releases wait for it too), and returns
+/// its id. It is tried again and again rather than waited for in one
+/// statement: `create index concurrently`, in another replica's migration,
+/// waits for every statement in progress, and one waiting for the lock it
+/// holds would wait forever (a deadlock, which fails the start).
+async fn migration_lock(connection: &mut PgConnection) -> Result<i64, sqlx::Error> {
+    const CRC_32: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
+    let database: String = sqlx::query_scalar("select current_database()")
+        .fetch_one(&mut *connection)
+        .await?;
+    let lock = 0x3d32_ad9e * i64::from(CRC_32.checksum(database.as_bytes()));
+    let mut said = false;
+    loop {
+        let locked: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)")
+            .bind(lock)
+            .fetch_one(&mut *connection)
+            .await?;
+        if locked {
+            return Ok(lock);
+        }
+        if !said {
+            tracing::info!("waiting for another process's migrations to finish");
+            said = true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -436,9 +515,10 @@ fn one_round(group: Vec<WriteRequest>) -> (Vec<WriteRequest>, Vec<WriteRequest>)
 }
 
 /// Writes a round: users are distinct, so one statement per kind of write.
-/// When a statement loses to another writer (a row locked elsewhere past the
-/// lock timeout, a deadlock), each of its rows is written alone, side by
-/// side, so that only the request whose row is held fails.
+/// When a statement loses to another transaction (a row held elsewhere,
+/// which a group does not wait for; a deadlock), each of its rows is written
+/// alone, side by side and in tasks of their own, so that only the requests
+/// whose rows are held wait for them while the writer goes on.
 async fn write_round(pool: &PgPool, round: Vec<WriteRequest>) {
     let mut kinds: HashMap<Kind, Vec<WriteRequest>> = HashMap::new();
     for request in round {
@@ -449,14 +529,17 @@ async fn write_round(pool: &PgPool, round: Vec<WriteRequest>) {
     }
     for (kind, requests) in kinds {
         let rows: Vec<Row> = requests.iter().map(Row::of).collect();
-        match write_rows(pool, kind, &rows).await {
-            // Only when the statement lost to another writer: after any other
-            // error (a connection lost mid-commit) a row may be written.
-            Err(error) if rows.len() > 1 && error.is_contended() => {
-                let alone = each_alone(pool, kind, rows).await;
-                for (request, written) in requests.into_iter().zip(&alone) {
-                    answer(request, written.as_ref());
-                }
+        match write_rows(pool, kind, &rows, true).await {
+            // Only when the statement lost to another transaction: after any
+            // other error (a connection lost mid-commit) a row may be written.
+            Err(error) if error.is_contended() => {
+                let pool = pool.clone();
+                tokio::spawn(async move {
+                    let alone = each_alone(&pool, kind, rows).await;
+                    for (request, written) in requests.into_iter().zip(&alone) {
+                        answer(request, written.as_ref());
+                    }
+                });
             }
             written => {
                 for request in requests {
@@ -503,15 +586,17 @@ impl Row {
     }
 }
 
-/// The states `rows` of one kind of write leave, by user id: one statement.
+/// The states `rows` of one kind of write leave, by user id: one statement,
+/// for a group (`together`: it waits for no row held elsewhere) or alone.
 async fn write_rows(
     pool: &PgPool,
     kind: Kind,
     rows: &[Row],
+    together: bool,
 ) -> Result<HashMap<String, OnboardingState>> {
     let steps: Vec<i32> = rows.iter().map(|row| row.step).collect();
     let times: Vec<DateTime<Utc>> = rows.iter().map(|row| row.now).collect();
-    let Some(upsert) = kind.statement() else {
+    let Some(upsert) = kind.statement(together) else {
         let ids = rows.iter().map(|row| row.user_id.clone()).collect();
         return create_missing(pool, ids, steps, times).await;
     };
@@ -546,9 +631,9 @@ async fn each_alone(
         let pool = pool.clone();
         tasks.spawn(async move {
             let row = [row];
-            let mut written = write_rows(&pool, kind, &row).await;
+            let mut written = write_rows(&pool, kind, &row, false).await;
             if written.as_ref().is_err_and(DbError::is_deadlock) {
-                written = write_rows(&pool, kind, &row).await;
+                written = write_rows(&pool, kind, &row, false).await;
             }
             (index, written)
         });
@@ -607,12 +692,14 @@ impl Kind {
         }
     }
 
-    fn statement(self) -> Option<&'static str> {
+    /// The statement for a group (`together`), or for a write alone.
+    fn statement(self, together: bool) -> Option<&'static str> {
+        let upserts = if together { &UPSERTS } else { &UPSERTS_ALONE };
         match self {
             Kind::Create => None,
-            Kind::Complete => Some(UPSERTS.complete),
-            Kind::SetStep => Some(UPSERTS.set_step),
-            Kind::Reset => Some(UPSERTS.reset),
+            Kind::Complete => Some(upserts.complete),
+            Kind::SetStep => Some(upserts.set_step),
+            Kind::Reset => Some(upserts.reset),
         }
     }
 }

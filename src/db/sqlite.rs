@@ -175,6 +175,19 @@ impl Sqlite {
     /// Applies the migrations this database has not seen yet, on a connection
     /// of their own.
     pub async fn migrate(&self) -> Result<(), MigrateError> {
+        // Processes started together on one file apply each migration once:
+        // each holds the file's `flock` while it migrates, a lock SQLite's
+        // own (`fcntl`) locks do not see. An in-memory database has no file.
+        let file = std::fs::File::open(self.options.get_filename()).ok();
+        let _migrating = match file {
+            Some(file) => Some(
+                tokio::task::spawn_blocking(move || file.lock().map(|()| file))
+                    .await
+                    .map_err(|error| MigrateError::Source(Box::new(error)))?
+                    .map_err(|error| MigrateError::Execute(error.into()))?,
+            ),
+            None => None,
+        };
         let mut connection = self.options.connect().await?;
         let migrated = super::migrations::migrator(super::migrations::SQLITE)
             .run(&mut connection)

@@ -115,9 +115,24 @@ async fn an_older_binary_refuses_a_database_a_newer_release_broke_for_it(backend
     assert!(!check.status.success(), "{}", said(&check));
 }
 
+/// Replicas started together on a new database: one applies the
+/// migrations, the others wait for it, and all of them serve.
+async fn replicas_started_together_on_a_new_database_all_start(backend: Backend) {
+    let db = TestDatabase::create(backend).await;
+    let replicas =
+        futures_util::future::join_all((0..3).map(|_| ServerProcess::start(&db.url, &[]))).await;
+    for replica in &replicas {
+        let ready = reqwest::get(format!("{}/readyz", replica.address))
+            .await
+            .expect("the replica answers");
+        assert_eq!(ready.status(), 200);
+    }
+}
+
 on_both_backends!(
     migrate_check_lists_pending_migrations_and_fails_until_they_are_applied,
     serve_no_migrate_starts_only_on_a_migrated_database,
     an_older_binary_runs_on_a_database_a_newer_release_added_to,
     an_older_binary_refuses_a_database_a_newer_release_broke_for_it,
+    replicas_started_together_on_a_new_database_all_start,
 );
