@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::postgres::{PgConnection, PgPool};
-use tokio::sync::oneshot;
+use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinHandle;
 
 use super::flows::{
@@ -82,6 +82,11 @@ const WRITE_CHANGES: &str = "with updated as (\
      $26::timestamptz[])) \
      select 1";
 
+/// How long a group waits for a lock after all: `nowait` covers the rows
+/// that exist, but inserting a state another transaction is inserting too
+/// waits for it. Past this, the group's writes go alone.
+const GROUP_LOCK_TIMEOUT: &str = "set local lock_timeout = '50ms'";
+
 /// The most writes one group takes.
 const MAX_GROUP: usize = super::groups::MAX_GROUP;
 
@@ -104,10 +109,17 @@ impl std::fmt::Debug for FlowWriters {
 impl FlowWriters {
     /// Starts `writers` tasks that write groups on `pool`, side by side, so
     /// that a group waiting for a locked row holds up only itself.
-    pub fn start(pool: &PgPool, writers: usize) -> Self {
+    /// Writes run alone take a permit of `alone` each.
+    pub fn start(pool: &PgPool, writers: usize, alone: Arc<Semaphore>) -> Self {
         let (queue, waiting) = flume::bounded(4 * MAX_GROUP);
         let tasks = (0..writers)
-            .map(|_| tokio::spawn(write_groups(pool.clone(), waiting.clone())))
+            .map(|_| {
+                let writer = Writer {
+                    pool: pool.clone(),
+                    alone: Arc::clone(&alone),
+                };
+                tokio::spawn(write_groups(writer, waiting.clone()))
+            })
             .collect();
         Self {
             queue,
@@ -144,15 +156,23 @@ impl FlowWriters {
     }
 }
 
+/// A writer's connections: the pool, and the permits of the writes it
+/// runs alone, which a held row can make many of, and which must leave
+/// connections for everything else.
+struct Writer {
+    pool: PgPool,
+    alone: Arc<Semaphore>,
+}
+
 /// A writer: every write waiting, up to a group, in rounds where a state
 /// and an idempotency key appear at most once each.
-async fn write_groups(pool: PgPool, queue: flume::Receiver<Job<QueuedFlowWrite>>) {
+async fn write_groups(writer: Writer, queue: flume::Receiver<Job<QueuedFlowWrite>>) {
     while let Ok(first) = queue.recv_async().await {
         let (group, close) = gather(first, || queue.try_recv().ok());
         let mut waiting = group;
         while !waiting.is_empty() {
             let (round, later) = one_round(waiting);
-            write_round(&pool, round).await;
+            write_round(&writer, round).await;
             waiting = later;
         }
         if close {
@@ -176,8 +196,8 @@ fn one_round(group: Vec<QueuedFlowWrite>) -> (Vec<QueuedFlowWrite>, Vec<QueuedFl
             .as_ref()
             .map(|idempotency| (write.fresh.user_id.clone(), idempotency.key.clone()));
         let first = !states.contains(&state) && key.as_ref().is_none_or(|key| !keys.contains(key));
-        // A write that waits keeps its state and key from this round, so
-        // that none after it overtakes it.
+        // A write that waits keeps its state and key out of this round, so
+        // that no later write of either joins the round ahead of it.
         states.insert(state);
         keys.extend(key);
         if first {
@@ -192,12 +212,12 @@ fn one_round(group: Vec<QueuedFlowWrite>) -> (Vec<QueuedFlowWrite>, Vec<QueuedFl
 /// Writes a round: the states of the built-in flow `onboarding` (rows of
 /// the original API's table, which the original API's writer locks in
 /// groups of its own) each on its own, the others as one group.
-async fn write_round(pool: &PgPool, round: Vec<QueuedFlowWrite>) {
+async fn write_round(writer: &Writer, round: Vec<QueuedFlowWrite>) {
     let (onboarding, others): (Vec<_>, Vec<_>) = round
         .into_iter()
         .partition(|(write, _)| write.fresh.flow == ONBOARDING);
-    each_alone(pool, onboarding);
-    write_group(pool, others).await;
+    each_alone(writer, onboarding);
+    write_group(writer, others).await;
 }
 
 /// How a group's transaction failed: before its commit, when nothing was
@@ -209,12 +229,12 @@ enum Failed {
     Held,
 }
 
-async fn write_group(pool: &PgPool, group: Vec<QueuedFlowWrite>) {
+async fn write_group(writer: &Writer, group: Vec<QueuedFlowWrite>) {
     if group.is_empty() {
         return;
     }
     let writes: Vec<&FlowWrite> = group.iter().map(|(write, _)| write).collect();
-    match try_group(pool, &writes).await {
+    match try_group(&writer.pool, &writes).await {
         Ok(answers) => {
             for ((_, answer), written) in group.into_iter().zip(answers) {
                 let _ = answer.send(written);
@@ -223,9 +243,11 @@ async fn write_group(pool: &PgPool, group: Vec<QueuedFlowWrite>) {
         // A lock held elsewhere, or a statement the database refused:
         // nothing is written, and each write alone waits for its own lock
         // or tells which of them the database refuses.
-        Err(Failed::Held) => each_alone(pool, group),
-        Err(Failed::Before(error)) if group.len() > 1 && error.is_refusal() => {
-            each_alone(pool, group);
+        Err(Failed::Held) => each_alone(writer, group),
+        Err(Failed::Before(error))
+            if group.len() > 1 && (error.is_contended() || error.is_refusal()) =>
+        {
+            each_alone(writer, group);
         }
         Err(Failed::Before(error) | Failed::AtCommit(error)) => {
             for (_, answer) in group {
@@ -235,13 +257,16 @@ async fn write_group(pool: &PgPool, group: Vec<QueuedFlowWrite>) {
     }
 }
 
-/// Each write in a transaction and a task of its own, all at once, each
-/// answered when done; one that deadlocks is tried once more. The writer
-/// does not wait for them.
-fn each_alone(pool: &PgPool, writes: Vec<QueuedFlowWrite>) {
+/// Each write in a transaction and a task of its own, all at once (as
+/// many as the writer's permits allow), each answered when done; one that
+/// deadlocks is tried once more. The writer does not wait for them.
+fn each_alone(writer: &Writer, writes: Vec<QueuedFlowWrite>) {
     for (write, answer) in writes {
-        let pool = pool.clone();
+        let pool = writer.pool.clone();
+        let alone = Arc::clone(&writer.alone);
         tokio::spawn(async move {
+            // The semaphore is never closed.
+            let _permit = alone.acquire_owned().await;
             let mut written = write_alone(&pool, &write).await;
             if written.as_ref().is_err_and(is_deadlock) {
                 written = write_alone(&pool, &write).await;
@@ -268,7 +293,13 @@ async fn try_group(
     pool: &PgPool,
     writes: &[&FlowWrite],
 ) -> Result<Vec<Result<FlowState, Error>>, Failed> {
-    let mut tx = pooler::begin(pool).await.map_err(before)?;
+    let mut tx = pool
+        .begin_with(format!(
+            "{}; {GROUP_LOCK_TIMEOUT}",
+            pooler::begin_statement()
+        ))
+        .await
+        .map_err(before)?;
     let mut answers: Vec<Option<Result<FlowState, Error>>> = writes.iter().map(|_| None).collect();
     replay_kept(&mut tx, writes, &mut answers).await?;
     let stored = lock_states(&mut tx, writes, &answers).await?;

@@ -6,6 +6,7 @@
 //! the other and each sees the last.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::postgres::PgPool;
@@ -641,9 +642,15 @@ impl FlowStore {
         }
     }
 
-    /// Flows on Postgres, with `writers` tasks that write them in groups.
-    pub fn postgres(pool: PgPool, readers: Queues, writers: usize) -> Self {
-        let writers = FlowWriters::start(&pool, writers);
+    /// Flows on Postgres, with `writers` tasks that write them in groups,
+    /// and the permits of the writes they run alone.
+    pub fn postgres(
+        pool: PgPool,
+        readers: Queues,
+        writers: usize,
+        alone: Arc<tokio::sync::Semaphore>,
+    ) -> Self {
+        let writers = FlowWriters::start(&pool, writers, alone);
         Self {
             backend: Backend::Postgres { pool, writers },
             readers,

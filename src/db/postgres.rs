@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use tokio::sync::Semaphore;
 
 use super::groups::{self, Queues, Reader, Write, WriteQueue, WriteRequest, gather};
 use super::{ACQUIRE_TIMEOUT, ConnectError, DbError, FlowStore, Result, Upserts, pooler};
@@ -339,11 +340,16 @@ impl Postgres {
     pub fn start(pool: PgPool, max_connections: u32) -> Self {
         let readers = groups::readers(max_connections);
         let writers = readers;
+        // Writes run alone (a group met a held row) take at most half the
+        // pool, however many a held row sends alone: the rest stays for
+        // groups and reads.
+        let alone = Arc::new(Semaphore::new((max_connections as usize / 2).max(1)));
         let (queues, write_queue, read_queue) = Queues::new(writers, readers);
         for _ in 0..writers {
             queues.started(tokio::spawn(write_groups(
                 pool.clone(),
                 write_queue.clone(),
+                Arc::clone(&alone),
             )));
         }
         for _ in 0..readers {
@@ -352,7 +358,7 @@ impl Postgres {
                 read_queue.clone(),
             )));
         }
-        let flows = FlowStore::postgres(pool.clone(), queues.clone(), writers);
+        let flows = FlowStore::postgres(pool.clone(), queues.clone(), writers, alone);
         Self {
             pool,
             queues,
@@ -491,13 +497,13 @@ async fn find_any(pool: &PgPool, ids: Vec<String>) -> Result<HashMap<String, Onb
 /// The writer: every write waiting, up to a group, in as few statements as
 /// the group allows (one for each kind of write, in rounds where a user
 /// appears at most once), each answered once its statement has committed.
-async fn write_groups(pool: PgPool, queue: WriteQueue) {
+async fn write_groups(pool: PgPool, queue: WriteQueue, alone: Arc<Semaphore>) {
     while let Ok(first) = queue.recv_async().await {
         let (group, close) = gather(first, || queue.try_recv().ok());
         let mut waiting = group;
         while !waiting.is_empty() {
             let (round, later) = one_round(waiting);
-            write_round(&pool, round).await;
+            write_round(&pool, &alone, round).await;
             waiting = later;
         }
         if close {
@@ -519,7 +525,7 @@ fn one_round(group: Vec<WriteRequest>) -> (Vec<WriteRequest>, Vec<WriteRequest>)
 /// which a group does not wait for; a deadlock), each of its rows is written
 /// alone, side by side and in tasks of their own, so that only the requests
 /// whose rows are held wait for them while the writer goes on.
-async fn write_round(pool: &PgPool, round: Vec<WriteRequest>) {
+async fn write_round(pool: &PgPool, alone: &Arc<Semaphore>, round: Vec<WriteRequest>) {
     let mut kinds: HashMap<Kind, Vec<WriteRequest>> = HashMap::new();
     for request in round {
         kinds
@@ -533,9 +539,9 @@ async fn write_round(pool: &PgPool, round: Vec<WriteRequest>) {
             // Only when the statement lost to another transaction: after any
             // other error (a connection lost mid-commit) a row may be written.
             Err(error) if error.is_contended() => {
-                let pool = pool.clone();
+                let (pool, permits) = (pool.clone(), Arc::clone(alone));
                 tokio::spawn(async move {
-                    let alone = each_alone(&pool, kind, rows).await;
+                    let alone = each_alone(&pool, &permits, kind, rows).await;
                     for (request, written) in requests.into_iter().zip(&alone) {
                         answer(request, written.as_ref());
                     }
@@ -619,17 +625,21 @@ async fn write_rows(
         .collect())
 }
 
-/// Each of `rows` in a statement of its own, all at once; a deadlock is
-/// retried once. The results in the order of `rows`.
+/// Each of `rows` in a statement of its own, all at once (as many as
+/// `alone` has permits); a deadlock is retried once. The results in the
+/// order of `rows`.
 async fn each_alone(
     pool: &PgPool,
+    alone: &Arc<Semaphore>,
     kind: Kind,
     rows: Vec<Row>,
 ) -> Vec<Result<HashMap<String, OnboardingState>>> {
     let mut tasks = tokio::task::JoinSet::new();
     for (index, row) in rows.into_iter().enumerate() {
-        let pool = pool.clone();
+        let (pool, alone) = (pool.clone(), Arc::clone(alone));
         tasks.spawn(async move {
+            // The semaphore is never closed.
+            let _permit = alone.acquire_owned().await;
             let row = [row];
             let mut written = write_rows(&pool, kind, &row, false).await;
             if written.as_ref().is_err_and(DbError::is_deadlock) {
