@@ -29,6 +29,9 @@ use crate::domain::{Error, FlowState, OnboardingState, Step, UserId};
 /// How long SQLite waits for another process's writer before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a process waits for another's migrations to the same file.
+const MIGRATION_WAIT: Duration = Duration::from_secs(300);
+
 /// Every state among the user ids of `$1`, a JSON array.
 const FIND_MANY: &str = concat!(
     "select ",
@@ -176,22 +179,26 @@ impl Sqlite {
     /// of their own.
     pub async fn migrate(&self) -> Result<(), MigrateError> {
         // Processes started together on one file apply each migration once:
-        // each holds the file's `flock` while it migrates, a lock SQLite's
-        // own (`fcntl`) locks do not see. An in-memory database has no file.
-        let file = std::fs::File::open(self.options.get_filename()).ok();
-        let _migrating = match file {
-            Some(file) => Some(
-                tokio::task::spawn_blocking(move || file.lock().map(|()| file))
-                    .await
-                    .map_err(|error| MigrateError::Source(Box::new(error)))?
-                    .map_err(|error| MigrateError::Execute(error.into()))?,
-            ),
-            None => None,
-        };
-        let mut connection = self.options.connect().await?;
-        let migrated = super::migrations::migrator(super::migrations::SQLITE)
-            .run(&mut connection)
-            .await;
+        // the migrations run in one write transaction, which a second
+        // process waits for (up to `MIGRATION_WAIT`) and then finds them
+        // applied. Not a lock on the file from outside SQLite: closing
+        // another descriptor of the file would drop SQLite's own locks.
+        let mut connection = self
+            .options
+            .as_ref()
+            .clone()
+            .busy_timeout(MIGRATION_WAIT)
+            .connect()
+            .await?;
+        let migrated = async {
+            let mut transaction = connection.begin_with("begin immediate").await?;
+            super::migrations::migrator(super::migrations::SQLITE)
+                .run(&mut *transaction)
+                .await?;
+            transaction.commit().await?;
+            Ok(())
+        }
+        .await;
         let _ = connection.close().await;
         migrated
     }
