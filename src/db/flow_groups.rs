@@ -24,7 +24,7 @@ use super::flows::{
     ERASED_MEANWHILE_RETRIES, FlowWrite, QueuedFlowWrite, decided, erased_meanwhile, internal,
     on_postgres, replay, steps_record_json,
 };
-use super::groups::{Job, closed, gather};
+use super::groups::{Job, closed, gather, wait_for};
 use super::{DbError, pooler};
 use crate::domain::{Error, FlowState, ONBOARDING};
 
@@ -112,11 +112,13 @@ impl FlowWriters {
     /// Writes run alone take a permit of `alone` each.
     pub fn start(pool: &PgPool, writers: usize, alone: Arc<Semaphore>) -> Self {
         let (queue, waiting) = flume::bounded(4 * MAX_GROUP);
+        let begin: Arc<str> = format!("{}; {GROUP_LOCK_TIMEOUT}", pooler::begin_statement()).into();
         let tasks = (0..writers)
             .map(|_| {
                 let writer = Writer {
                     pool: pool.clone(),
                     alone: Arc::clone(&alone),
+                    begin: Arc::clone(&begin),
                 };
                 tokio::spawn(write_groups(writer, waiting.clone()))
             })
@@ -144,15 +146,7 @@ impl FlowWriters {
         for _ in 0..self.writers {
             let _ = self.queue.send_async(Job::Close).await;
         }
-        let tasks = std::mem::take(
-            &mut *self
-                .tasks
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()),
-        );
-        for task in tasks {
-            let _ = task.await;
-        }
+        wait_for(&self.tasks).await;
     }
 }
 
@@ -162,6 +156,8 @@ impl FlowWriters {
 struct Writer {
     pool: PgPool,
     alone: Arc<Semaphore>,
+    /// The statement a group's transaction begins with.
+    begin: Arc<str>,
 }
 
 /// A writer: every write waiting, up to a group, in rounds where a state
@@ -234,7 +230,7 @@ async fn write_group(writer: &Writer, group: Vec<QueuedFlowWrite>) {
         return;
     }
     let writes: Vec<&FlowWrite> = group.iter().map(|(write, _)| write).collect();
-    match try_group(&writer.pool, &writes).await {
+    match try_group(writer, &writes).await {
         Ok(answers) => {
             for ((_, answer), written) in group.into_iter().zip(answers) {
                 let _ = answer.send(written);
@@ -290,14 +286,12 @@ async fn write_alone(pool: &PgPool, write: &FlowWrite) -> Result<FlowState, Erro
 
 /// The group in one transaction, and each write's answer.
 async fn try_group(
-    pool: &PgPool,
+    writer: &Writer,
     writes: &[&FlowWrite],
 ) -> Result<Vec<Result<FlowState, Error>>, Failed> {
-    let mut tx = pool
-        .begin_with(format!(
-            "{}; {GROUP_LOCK_TIMEOUT}",
-            pooler::begin_statement()
-        ))
+    let mut tx = writer
+        .pool
+        .begin_with(writer.begin.to_string())
         .await
         .map_err(before)?;
     let mut answers: Vec<Option<Result<FlowState, Error>>> = writes.iter().map(|_| None).collect();
@@ -516,25 +510,21 @@ impl StateRows {
     }
 
     /// Every column but `created_at`, which a change leaves as it is.
-    fn bind_changed(self, query: PgQuery<'_>) -> PgQuery<'_> {
-        query
-            .bind(self.user_ids)
-            .bind(self.flows)
-            .bind(self.versions)
-            .bind(self.statuses)
-            .bind(self.current_steps)
-            .bind(self.steps)
-            .bind(self.started_at)
-            .bind(self.completed_at)
-            .bind(self.dismissed_at)
-            .bind(self.snoozed_until)
-            .bind(self.revisions)
-            .bind(self.updated_at)
+    fn bind_changed(mut self, query: PgQuery<'_>) -> PgQuery<'_> {
+        let updated_at = std::mem::take(&mut self.updated_at);
+        self.bind_before_times(query).bind(updated_at)
     }
 
-    fn bind_all(self, query: PgQuery<'_>) -> PgQuery<'_> {
-        let created_at = self.created_at.clone();
-        let updated_at = self.updated_at.clone();
+    fn bind_all(mut self, query: PgQuery<'_>) -> PgQuery<'_> {
+        let created_at = std::mem::take(&mut self.created_at);
+        let updated_at = std::mem::take(&mut self.updated_at);
+        self.bind_before_times(query)
+            .bind(created_at)
+            .bind(updated_at)
+    }
+
+    /// The columns up to `revision`, in `flow_state_columns!()` order.
+    fn bind_before_times(self, query: PgQuery<'_>) -> PgQuery<'_> {
         query
             .bind(self.user_ids)
             .bind(self.flows)
@@ -547,8 +537,6 @@ impl StateRows {
             .bind(self.dismissed_at)
             .bind(self.snoozed_until)
             .bind(self.revisions)
-            .bind(created_at)
-            .bind(updated_at)
     }
 }
 

@@ -110,15 +110,19 @@ impl Queues {
         for _ in 0..self.readers {
             let _ = self.reads.send_async(Job::Close).await;
         }
-        let tasks = std::mem::take(
-            &mut *self
-                .tasks
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()),
-        );
-        for task in tasks {
-            let _ = task.await;
-        }
+        wait_for(&self.tasks).await;
+    }
+}
+
+/// Waits for every task of `tasks` to end.
+pub async fn wait_for(tasks: &Mutex<Vec<JoinHandle<()>>>) {
+    let tasks = std::mem::take(
+        &mut *tasks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()),
+    );
+    for task in tasks {
+        let _ = task.await;
     }
 }
 

@@ -138,32 +138,29 @@ macro_rules! logged_alone {
     };
 }
 
-const UPSERTS: Upserts = upserts!(
-    logged_group,
-    written_rows!("true", "w.n", "COMPLETED", "w.n"),
-    written_rows!("false", "null::timestamptz", "IN_PROGRESS", "w.n"),
-    written_rows!(
-        "false",
-        "null::timestamptz",
-        "NOT_STARTED",
-        "null::timestamptz"
-    ),
-    "greatest(excluded.updated_at, onboarding_state.updated_at + interval '1 microsecond')"
-);
+/// The original API's upserts, each wrapped by `$logged`.
+macro_rules! original_upserts {
+    ($logged:ident) => {
+        upserts!(
+            $logged,
+            written_rows!("true", "w.n", "COMPLETED", "w.n"),
+            written_rows!("false", "null::timestamptz", "IN_PROGRESS", "w.n"),
+            written_rows!(
+                "false",
+                "null::timestamptz",
+                "NOT_STARTED",
+                "null::timestamptz"
+            ),
+            "greatest(excluded.updated_at, onboarding_state.updated_at + interval '1 microsecond')"
+        )
+    };
+}
+
+/// The writes of a group.
+const UPSERTS: Upserts = original_upserts!(logged_group);
 
 /// The same writes, one at a time.
-const UPSERTS_ALONE: Upserts = upserts!(
-    logged_alone,
-    written_rows!("true", "w.n", "COMPLETED", "w.n"),
-    written_rows!("false", "null::timestamptz", "IN_PROGRESS", "w.n"),
-    written_rows!(
-        "false",
-        "null::timestamptz",
-        "NOT_STARTED",
-        "null::timestamptz"
-    ),
-    "greatest(excluded.updated_at, onboarding_state.updated_at + interval '1 microsecond')"
-);
+const UPSERTS_ALONE: Upserts = original_upserts!(logged_alone);
 
 /// The Postgres database: its pool, and the queues to the tasks that group
 /// reads and writes on it.
