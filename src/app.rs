@@ -316,6 +316,7 @@ fn demo_token(args: &ServeArgs) -> Result<Option<Arc<str>>, StartError> {
         secret,
         sub: DEMO_USER,
         roles: &[],
+        groups: &[],
         ttl: DEMO_TOKEN_TTL,
         issuer: args.jwt.jwt_issuer.as_deref(),
         audience: args.jwt.jwt_audience.as_deref(),

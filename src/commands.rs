@@ -55,29 +55,61 @@ pub async fn list_flows(database: &DatabaseArgs) -> Result {
     Ok(())
 }
 
-/// `onboarding users export USER`: the API's `exportUserData`, as one JSON
-/// document with the user's whole history. The events are read and written
-/// out a page at a time, so that a history of any length takes bounded
-/// memory.
-pub async fn export_user(user: &str, database: &DatabaseArgs) -> Result {
-    const STATE: &str = "id userId flow version status currentStepIndex currentStep \
-        steps { key status completedAt skippedAt data } doneSteps totalSteps \
+/// Whose data `onboarding users` and `onboarding groups` export or erase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Whose {
+    User,
+    Group,
+}
+
+impl Whose {
+    /// The argument of the API's operations that names them.
+    fn argument(self) -> &'static str {
+        match self {
+            Whose::User => "userId",
+            Whose::Group => "groupId",
+        }
+    }
+
+    fn noun(self) -> &'static str {
+        match self {
+            Whose::User => "user",
+            Whose::Group => "group",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Whose::User => "User",
+            Whose::Group => "Group",
+        }
+    }
+}
+
+/// `onboarding users export USER` and `onboarding groups export GROUP`: the
+/// API's `exportUserData` or `exportGroupData`, as one JSON document with
+/// the whole history. The events are read and written out a page at a
+/// time, so that a history of any length takes bounded memory.
+pub async fn export(whose: Whose, id: &str, database: &DatabaseArgs) -> Result {
+    const STATE: &str = "id userId groupId flow version status currentStepIndex currentStep \
+        steps { key title optional status completedAt skippedAt data } doneSteps totalSteps \
         startedAt completedAt dismissedAt snoozedUntil revision createdAt updatedAt";
-    const EVENT: &str = "id userId flow version type step actor requestId at data";
+    const EVENT: &str = "id userId groupId flow version type step actor requestId at data";
+    let (argument, name) = (whose.argument(), whose.name());
     let export = format!(
-        "query Export($userId: String) {{ exportUserData(userId: $userId) {{ userId \
-         flowStates {{ {STATE} }} events {{ {EVENT} }} \
+        "query Export(${argument}: String!) {{ export{name}Data({argument}: ${argument}) {{ \
+         {argument} flowStates {{ {STATE} }} events {{ {EVENT} }} \
          eventsPageInfo {{ hasNextPage endCursor }} }} }}"
     );
     let older = format!(
-        "query Older($userId: String, $after: String) {{ \
-         flowEvents(userId: $userId, first: 100, after: $after) {{ \
+        "query Older(${argument}: String, $after: String) {{ \
+         flowEvents({argument}: ${argument}, first: 100, after: $after) {{ \
          edges {{ node {{ {EVENT} }} }} pageInfo {{ hasNextPage endCursor }} }} }}"
     );
     let operator = Operator::open(database).await?;
-    let exported = operator.run(&export, json!({ "userId": user })).await;
+    let exported = operator.run(&export, json!({ argument: id })).await;
     let data = match exported {
-        Ok(mut data) => data["exportUserData"].take(),
+        Ok(mut data) => data[format!("export{name}Data")].take(),
         Err(error) => {
             operator.close().await;
             return Err(error);
@@ -85,8 +117,8 @@ pub async fn export_user(user: &str, database: &DatabaseArgs) -> Result {
     };
     let written = async {
         print(&format!(
-            "{{\n  \"userId\": {},\n  \"flowStates\": {},\n  \"events\": [",
-            data["userId"], data["flowStates"]
+            "{{\n  \"{argument}\": {},\n  \"flowStates\": {},\n  \"events\": [",
+            data[argument], data["flowStates"]
         ))?;
         let mut first = true;
         let mut write_events = |events: &mut dyn Iterator<Item = &Value>| -> Result {
@@ -100,7 +132,7 @@ pub async fn export_user(user: &str, database: &DatabaseArgs) -> Result {
         write_events(&mut data["events"].as_array().into_iter().flatten())?;
         let mut page = data["eventsPageInfo"].clone();
         while page["hasNextPage"] == true {
-            let variables = json!({ "userId": user, "after": page["endCursor"] });
+            let variables = json!({ argument: id, "after": page["endCursor"] });
             let mut older = operator.run(&older, variables).await?;
             let events = older["flowEvents"].take();
             write_events(
@@ -119,19 +151,27 @@ pub async fn export_user(user: &str, database: &DatabaseArgs) -> Result {
     written
 }
 
-/// `onboarding users delete USER`: the API's `deleteUserData`.
-pub async fn delete_user(user: &str, database: &DatabaseArgs) -> Result {
-    const DELETE: &str = "mutation Delete($userId: String!) { deleteUserData(userId: $userId) { \
-        userId flowStates events idempotencyKeys } }";
-    let data = execute(database, DELETE, user).await?;
-    let deleted = &data["deleteUserData"];
+/// `onboarding users delete USER` and `onboarding groups delete GROUP`: the
+/// API's `deleteUserData` or `deleteGroupData`.
+pub async fn delete(whose: Whose, id: &str, database: &DatabaseArgs) -> Result {
+    let (argument, name) = (whose.argument(), whose.name());
+    let delete = format!(
+        "mutation Delete(${argument}: String!) {{ delete{name}Data({argument}: ${argument}) {{ \
+         {argument} flowStates events idempotencyKeys }} }}"
+    );
+    let operator = Operator::open(database).await?;
+    let data = operator.run(&delete, json!({ argument: id })).await;
+    operator.close().await;
+    let data = data?;
+    let deleted = &data[format!("delete{name}Data")];
     let count = |field: &str, what: &str| {
         let n = deleted[field].as_i64().unwrap_or_default();
         format!("{n} {what}{}", if n == 1 { "" } else { "s" })
     };
     print(&format!(
-        "Erased user {}: {}, {}, {}.\n",
-        deleted["userId"].as_str().unwrap_or(user),
+        "Erased {} {}: {}, {}, {}.\n",
+        whose.noun(),
+        deleted[argument].as_str().unwrap_or(id),
         count("flowStates", "flow state"),
         count("events", "event"),
         count("idempotencyKeys", "idempotency key")
@@ -171,21 +211,13 @@ fn read_declarations(file: &Path) -> Result<Vec<FlowDeclaration>> {
                 format!(
                     "declaration {} of {shown}: {error}; a declaration is {{\"key\": ..., \
                      \"title\": ..., \"steps\": [{{\"key\": ..., \"title\": ..., \"optional\": \
-                     false}}], \"reonboarding\": \"KEEP\"}}",
+                     false}}], \"reonboarding\": \"KEEP\", \"scope\": \"USER\"}}",
                     index + 1
                 )
                 .into()
             })
         })
         .collect()
-}
-
-/// Runs one operation for `user` as the operator, returning its `data`.
-async fn execute(database: &DatabaseArgs, document: &str, user: &str) -> Result<Value> {
-    let operator = Operator::open(database).await?;
-    let data = operator.run(document, json!({ "userId": user })).await;
-    operator.close().await;
-    data
 }
 
 /// The API's schema over the database, run as the operator: an admin.
@@ -236,5 +268,6 @@ fn operator() -> Result<Viewer> {
     Ok(Viewer::User {
         id: UserId::parse(OPERATOR.to_owned())?,
         admin: true,
+        groups: Vec::new(),
     })
 }

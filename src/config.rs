@@ -59,6 +59,10 @@ pub enum Command {
     /// Export or erase everything kept about one user.
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Export or erase everything kept about one group (GROUP flows' states
+    /// and events).
+    #[command(subcommand)]
+    Groups(GroupsCommand),
 }
 
 #[derive(Debug, Args)]
@@ -104,6 +108,26 @@ pub enum UsersCommand {
     Delete {
         /// The user id (a token's `sub`).
         user: String,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GroupsCommand {
+    /// Print every flow state and event of the group as JSON (the API's
+    /// exportGroupData).
+    Export {
+        /// The group id (as the token's groups claim names it).
+        group: String,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// Erase every state, event and idempotency record of the group, in one
+    /// transaction, and print the counts.
+    Delete {
+        /// The group id (as the token's groups claim names it).
+        group: String,
         #[command(flatten)]
         database: DatabaseArgs,
     },
@@ -260,6 +284,12 @@ pub struct JwtArgs {
     /// dotted path such as `realm_access.roles` (Keycloak).
     #[arg(long, env = "JWT_ROLES_CLAIM", default_value = "roles")]
     pub jwt_roles_claim: String,
+
+    /// Claim that holds the groups the user belongs to, for GROUP flows: one
+    /// group id (a string: Auth0 Organizations, Clerk, WorkOS) or an array
+    /// of them (Keycloak, Okta groups); a top-level claim or a dotted path.
+    #[arg(long, env = "JWT_GROUPS_CLAIM", default_value = "org_id")]
+    pub jwt_groups_claim: String,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -271,6 +301,11 @@ pub struct TokenArgs {
     /// Role to put in the `roles` claim; repeat for several.
     #[arg(long)]
     pub role: Vec<String>,
+
+    /// Group to put in the `org_id` claim (the default JWT_GROUPS_CLAIM):
+    /// once, a string; repeated, an array.
+    #[arg(long)]
+    pub group: Vec<String>,
 
     /// How long the token is valid, default 1h (e.g. `15m`, `7d`).
     #[arg(long, default_value = "1h", hide_default_value = true, value_parser = parse_ttl)]

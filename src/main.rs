@@ -3,8 +3,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use onboarding::app::{self, Application};
 use onboarding::auth::{self, TokenRequest};
+use onboarding::commands::Whose;
 use onboarding::config::{
-    Cli, Command, FlowsCommand, MigrateArgs, ServeArgs, TokenArgs, UsersCommand,
+    Cli, Command, FlowsCommand, GroupsCommand, MigrateArgs, ServeArgs, TokenArgs, UsersCommand,
 };
 use onboarding::db::Db;
 use onboarding::{commands, graphql, telemetry};
@@ -29,10 +30,16 @@ async fn main() -> ExitCode {
         }
         Command::Flows(FlowsCommand::List { database }) => commands::list_flows(&database).await,
         Command::Users(UsersCommand::Export { user, database }) => {
-            commands::export_user(&user, &database).await
+            commands::export(Whose::User, &user, &database).await
         }
         Command::Users(UsersCommand::Delete { user, database }) => {
-            commands::delete_user(&user, &database).await
+            commands::delete(Whose::User, &user, &database).await
+        }
+        Command::Groups(GroupsCommand::Export { group, database }) => {
+            commands::export(Whose::Group, &group, &database).await
+        }
+        Command::Groups(GroupsCommand::Delete { group, database }) => {
+            commands::delete(Whose::Group, &group, &database).await
         }
     };
     match result {
@@ -116,6 +123,7 @@ fn token(args: TokenArgs) -> Result {
         secret,
         sub: args.sub.as_str(),
         roles: &args.role,
+        groups: &args.group,
         ttl: args.ttl,
         issuer: args.jwt_issuer.as_deref(),
         audience: args.jwt_audience.as_deref(),

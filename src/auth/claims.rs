@@ -4,7 +4,7 @@
 use serde_json::{Map, Value};
 
 use super::TokenError;
-use crate::domain::{UserId, Viewer};
+use crate::domain::{GroupId, UserId, Viewer};
 
 /// A claim named by a setting: a top-level claim (`sub`, `cognito:groups`,
 /// `https://example.com/roles`), or else a dotted path into nested objects
@@ -31,11 +31,13 @@ impl ClaimPath {
     }
 }
 
-/// The claims that name the user and their roles, and the role of admins.
+/// The claims that name the user, their roles and their groups, and the
+/// role of admins.
 #[derive(Debug, Clone)]
 pub struct ClaimNames {
     pub user: ClaimPath,
     pub roles: ClaimPath,
+    pub groups: ClaimPath,
     pub admin_role: String,
 }
 
@@ -59,7 +61,38 @@ impl ClaimNames {
             }
             Some(_) => return Err(self.malformed()),
         };
-        Ok(Viewer::User { id, admin })
+        let groups = self.groups(claims)?;
+        Ok(Viewer::User { id, admin, groups })
+    }
+
+    /// The groups the token names: one group id (a string: Auth0
+    /// Organizations, Clerk, WorkOS) or an array of them (Keycloak, Okta),
+    /// in its order, each once; none without the claim.
+    fn groups(&self, claims: &Map<String, Value>) -> Result<Vec<GroupId>, TokenError> {
+        let group = |value: &Value| match value {
+            Value::String(id) => GroupId::parse(id.clone()).map_err(|_| self.bad_groups()),
+            _ => Err(self.bad_groups()),
+        };
+        match self.groups.find(claims) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(values)) => {
+                let mut groups: Vec<GroupId> = Vec::with_capacity(values.len());
+                for value in values {
+                    let id = group(value)?;
+                    if !groups.contains(&id) {
+                        groups.push(id);
+                    }
+                }
+                Ok(groups)
+            }
+            Some(value) => Ok(vec![group(value)?]),
+        }
+    }
+
+    fn bad_groups(&self) -> TokenError {
+        TokenError::BadGroups {
+            groups: self.groups.name().to_owned(),
+        }
     }
 
     pub fn malformed(&self) -> TokenError {
@@ -80,6 +113,7 @@ mod tests {
         ClaimNames {
             user: ClaimPath::new(user),
             roles: ClaimPath::new(roles),
+            groups: ClaimPath::new("org_id"),
             admin_role: "admin".to_owned(),
         }
     }
@@ -111,7 +145,7 @@ mod tests {
         let token = claims(json!({ "sub": "x", "email": "ann@example.com" }));
         let viewer = names("email", "roles").viewer(&token).expect("a viewer");
         assert!(
-            matches!(viewer, Viewer::User { id, admin: false } if id.as_str() == "ann@example.com")
+            matches!(viewer, Viewer::User { id, admin: false, .. } if id.as_str() == "ann@example.com")
         );
     }
 
@@ -129,6 +163,54 @@ mod tests {
             let message = error.to_string();
             assert!(
                 message.contains("`uid`") && message.contains("`groups`"),
+                "{message}"
+            );
+        }
+    }
+
+    fn groups(names: &ClaimNames, token: Value) -> Result<Vec<String>, TokenError> {
+        match names.viewer(&claims(token))? {
+            Viewer::User { groups, .. } => Ok(groups
+                .iter()
+                .map(|group| group.as_str().to_owned())
+                .collect()),
+            Viewer::Anonymous => Ok(Vec::new()),
+        }
+    }
+
+    #[test]
+    fn groups_come_as_a_string_an_array_or_by_a_dotted_path() {
+        let mut names = names("sub", "roles");
+        let auth0 = json!({ "sub": "a", "org_id": "org_1" });
+        assert_eq!(groups(&names, auth0).expect("groups"), ["org_1"]);
+        let none = json!({ "sub": "a" });
+        assert!(groups(&names, none).expect("no groups").is_empty());
+
+        names.groups = ClaimPath::new("organization");
+        let keycloak = json!({ "sub": "a", "organization": ["acme", "globex", "acme"] });
+        assert_eq!(
+            groups(&names, keycloak).expect("groups"),
+            ["acme", "globex"]
+        );
+
+        names.groups = ClaimPath::new("app.teams");
+        let nested = json!({ "sub": "a", "app": { "teams": ["t1"] } });
+        assert_eq!(groups(&names, nested).expect("groups"), ["t1"]);
+    }
+
+    #[test]
+    fn groups_of_another_shape_are_refused_naming_the_claim_and_its_setting() {
+        let names = names("sub", "roles");
+        for token in [
+            json!({ "sub": "a", "org_id": 7 }),
+            json!({ "sub": "a", "org_id": [1] }),
+            json!({ "sub": "a", "org_id": "" }),
+            json!({ "sub": "a", "org_id": { "id": "x" } }),
+            json!({ "sub": "a", "org_id": "g".repeat(256) }),
+        ] {
+            let message = groups(&names, token).expect_err("refused").to_string();
+            assert!(
+                message.contains("`org_id`") && message.contains("JWT_GROUPS_CLAIM"),
                 "{message}"
             );
         }

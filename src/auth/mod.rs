@@ -40,6 +40,9 @@ struct MintedClaims<'a> {
     aud: Option<&'a str>,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     roles: &'a [String],
+    /// The default groups claim: one group as a string, several as an array.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    org_id: Option<serde_json::Value>,
 }
 
 /// Why a token was refused; the message tells the client what to change.
@@ -58,6 +61,11 @@ pub enum TokenError {
          no NUL) and `exp` (a number), and `{roles}`, when present, must be an array of strings."
     )]
     BadClaims { user: String, roles: String },
+    #[error(
+        "The bearer token's groups claim `{groups}` (JWT_GROUPS_CLAIM) must be a group id or an \
+         array of group ids, each a string of 1 to 255 bytes without NUL."
+    )]
+    BadGroups { groups: String },
     #[error(
         "The bearer token was signed with a key (`kid`) that the identity provider does not \
          publish; sign in again."
@@ -180,6 +188,7 @@ impl Verifier {
             claims: ClaimNames {
                 user: ClaimPath::new(&jwt.jwt_user_claim),
                 roles: ClaimPath::new(&jwt.jwt_roles_claim),
+                groups: ClaimPath::new(&jwt.jwt_groups_claim),
                 admin_role: jwt.jwt_admin_role.clone(),
             },
         })
@@ -257,6 +266,8 @@ pub struct TokenRequest<'a> {
     pub secret: &'a str,
     pub sub: &'a str,
     pub roles: &'a [String],
+    /// Groups for the default groups claim, `org_id`.
+    pub groups: &'a [String],
     pub ttl: Duration,
     pub issuer: Option<&'a str>,
     pub audience: Option<&'a str>,
@@ -275,6 +286,11 @@ pub fn mint(request: &TokenRequest<'_>) -> Result<String, KeyError> {
         iss: request.issuer,
         aud: request.audience,
         roles: request.roles,
+        org_id: match request.groups {
+            [] => None,
+            [group] => Some(serde_json::Value::from(group.as_str())),
+            groups => Some(serde_json::Value::from(groups.to_vec())),
+        },
     };
     jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).map_err(KeyError::Signing)
 }

@@ -34,7 +34,7 @@ const LOCK_KEYS: &str = "select coalesce(bool_and(pg_try_advisory_xact_lock(h)),
      (select distinct hashtextextended(k.u || chr(10) || k.k, 0) as h \
      from unnest($1::text[], $2::text[]) as k(u, k) order by h) as keys";
 
-/// The answers kept for the (user, key) pairs of `$1` and `$2`.
+/// The answers kept for the (owner, key) pairs of `$1` and `$2`.
 const SELECT_KEPT: &str = "select user_id, key, request, response from idempotency_key \
      where (user_id, key) in (select * from unnest($1::text[], $2::text[]))";
 
@@ -77,9 +77,10 @@ const WRITE_CHANGES: &str = "with updated as (\
      from unnest($13::text[], $14::text[], $15::int4[], $16::text[], $17::text[], $18::text[], \
      $19::text[], $20::timestamptz[], $21::text[]) with ordinality \
      as e(user_id, flow, version, type, step, actor, request_id, at, data, n) order by e.n), \
-     kept as (insert into idempotency_key (user_id, key, request, response, created_at) \
+     kept as (insert into idempotency_key \
+     (user_id, key, request, response, created_at, group_id) \
      select * from unnest($22::text[], $23::text[], $24::text[], $25::text[], \
-     $26::timestamptz[])) \
+     $26::timestamptz[], $27::text[])) \
      select 1";
 
 /// How long a group waits for a lock after all: `nowait` covers the rows
@@ -190,7 +191,7 @@ fn one_round(group: Vec<QueuedFlowWrite>) -> (Vec<QueuedFlowWrite>, Vec<QueuedFl
         let key = write
             .idempotency
             .as_ref()
-            .map(|idempotency| (write.fresh.user_id.clone(), idempotency.key.clone()));
+            .map(|idempotency| (idempotency.owner.clone(), idempotency.key.clone()));
         let first = !states.contains(&state) && key.as_ref().is_none_or(|key| !keys.contains(key));
         // A write that waits keeps its state and key out of this round, so
         // that no later write of either joins the round ahead of it.
@@ -353,7 +354,7 @@ async fn replay_kept(
         .iter()
         .filter_map(|write| {
             let idempotency = write.idempotency.as_ref()?;
-            Some((write.fresh.user_id.as_str(), idempotency.key.as_str()))
+            Some((idempotency.owner.as_str(), idempotency.key.as_str()))
         })
         .unzip();
     if keys.is_empty() {
@@ -389,7 +390,7 @@ async fn replay_kept(
         let Some(idempotency) = &write.idempotency else {
             continue;
         };
-        let pair = (write.fresh.user_id.as_str(), idempotency.key.as_str());
+        let pair = (idempotency.owner.as_str(), idempotency.key.as_str());
         if let Some((request, response)) = kept.get(&pair) {
             *answer = Some(replay(request, response, idempotency));
         }
@@ -569,6 +570,7 @@ struct KeyRows {
     requests: Vec<String>,
     responses: Vec<String>,
     created_at: Vec<DateTime<Utc>>,
+    group_ids: Vec<Option<String>>,
 }
 
 impl Changes {
@@ -584,7 +586,8 @@ impl Changes {
             self.keys
                 .responses
                 .push(serde_json::to_string(next).map_err(internal)?);
-            self.keys.user_ids.push(next.user_id.clone());
+            self.keys.user_ids.push(idempotency.owner.clone());
+            self.keys.group_ids.push(idempotency.group_id.clone());
             self.keys.keys.push(idempotency.key.clone());
             self.keys.requests.push(idempotency.fingerprint.clone());
             self.keys.created_at.push(write.now);
@@ -629,5 +632,6 @@ impl Changes {
             .bind(keys.requests)
             .bind(keys.responses)
             .bind(keys.created_at)
+            .bind(keys.group_ids)
     }
 }

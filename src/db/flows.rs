@@ -19,16 +19,17 @@ use super::flow_groups::FlowWriters;
 use super::groups::{Queues, closed};
 use super::pooler;
 use crate::domain::{
-    ERASED_ACTOR, Error, EventType, FlowDeclaration, FlowEvent, FlowState, FlowStatus, FlowVersion,
-    Happened, ONBOARDING, Reonboarding, StepDeclaration, StepRecord,
+    Error, EventType, FlowDeclaration, FlowEvent, FlowState, FlowStatus, FlowVersion, Happened,
+    ONBOARDING, Reonboarding, Scope, StepDeclaration, StepRecord,
 };
 
-const SELECT_VERSIONS: &str = "select flow, version, title, steps, reonboarding, published_at \
-     from flow_version order by flow, version";
-const SELECT_LATEST: &str = "select flow, version, title, steps, reonboarding, published_at \
-     from flow_version where flow = $1 order by version desc limit 1";
+const SELECT_VERSIONS: &str = "select flow, version, title, steps, reonboarding, scope, \
+     published_at from flow_version order by flow, version";
+const SELECT_LATEST: &str = "select flow, version, title, steps, reonboarding, scope, \
+     published_at from flow_version where flow = $1 order by version desc limit 1";
 const INSERT_VERSION: &str = "insert into flow_version \
-     (flow, version, title, steps, reonboarding, published_at) values ($1, $2, $3, $4, $5, $6)";
+     (flow, version, title, steps, reonboarding, scope, published_at) \
+     values ($1, $2, $3, $4, $5, $6, $7)";
 const SELECT_STATE: &str = concat!(
     "select ",
     flow_state_columns!(),
@@ -77,34 +78,50 @@ fn statements(flow: &str) -> (&'static str, &'static str, &'static str) {
 const INSERT_EVENT: &str = "insert into flow_event \
      (user_id, flow, version, type, step, actor, request_id, at, data) \
      values ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
-/// The events of the user `$1`, for `select_events`.
+/// The events of the user or group `$1`, for `select_events`.
 macro_rules! select_events {
-    ($($condition:literal)?) => {
+    ($($condition:expr),*) => {
         concat!(
             "select id, user_id, flow, version, type, step, actor, request_id, at, data \
              from flow_event where user_id = $1 ",
-            $($condition,)?
+            $($condition,)*
             " order by id desc limit $2"
         )
     };
 }
 
-/// A user's events, newest first, at most `$2`: of the flow `$3` when
-/// `flow`; older than the event `$3` (or `$4`) when `before`. One statement
-/// per case, so that each reads one range of an index, (user, flow, id) or
-/// (user, id), however long the history.
-fn select_events(flow: bool, before: bool) -> &'static str {
-    match (flow, before) {
-        (false, false) => select_events!(),
-        (true, false) => select_events!("and flow = $3"),
-        (false, true) => select_events!("and id < $3"),
-        (true, true) => select_events!("and flow = $3 and id < $4"),
+/// The events of a user's or a group's states, newest first, at most `$2`:
+/// of the flow `$3` when `flow`, else of every flow of `scope`; older than
+/// the event `$3` (or `$4`) when `before`. One statement per case, so that
+/// each reads one range of an index, (user, flow, id) or (user, id),
+/// however long the history.
+fn select_events(scope: Scope, flow: bool, before: bool) -> &'static str {
+    match (scope, flow, before) {
+        (_, true, false) => select_events!("and flow = $3"),
+        (_, true, true) => select_events!("and flow = $3 and id < $4"),
+        (Scope::User, false, false) => select_events!("and flow not in ", group_flows!()),
+        (Scope::User, false, true) => {
+            select_events!("and flow not in ", group_flows!(), " and id < $3")
+        }
+        (Scope::Group, false, false) => select_events!("and flow in ", group_flows!()),
+        (Scope::Group, false, true) => {
+            select_events!("and flow in ", group_flows!(), " and id < $3")
+        }
     }
 }
+
+/// The events of groups' states that the user `$1` made, newest first, at
+/// most `$2`. `actor <> user_id` lets the partial index by actor serve.
+const SELECT_GROUP_EVENTS_BY: &str = concat!(
+    "select id, user_id, flow, version, type, step, actor, request_id, at, data \
+     from flow_event where actor = $1 and actor <> user_id and flow in ",
+    group_flows!(),
+    " order by id desc limit $2"
+);
 const SELECT_KEY: &str =
     "select request, response from idempotency_key where user_id = $1 and key = $2";
-const INSERT_KEY: &str = "insert into idempotency_key (user_id, key, request, response, created_at) \
-     values ($1, $2, $3, $4, $5)";
+const INSERT_KEY: &str = "insert into idempotency_key \
+     (user_id, key, request, response, created_at, group_id) values ($1, $2, $3, $4, $5, $6)";
 
 /// Who made a change, for its event.
 #[derive(Debug, Clone)]
@@ -118,16 +135,13 @@ pub struct Provenance {
 pub struct Idempotency {
     pub key: String,
     pub fingerprint: String,
-}
-
-/// How many rows erasing a user removed, per kind, and how many events of
-/// other users named them as the actor (an admin acting for a user).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Erased {
-    pub flow_states: u64,
-    pub events: u64,
-    pub idempotency_keys: u64,
-    pub events_anonymized: u64,
+    /// Whose key it is: the user whose state a USER flow's write changes,
+    /// or the member who changes a group's state. Keys of two users never
+    /// meet.
+    pub owner: String,
+    /// The group whose state the write changes, so that erasing the group
+    /// finds its answers.
+    pub group_id: Option<String>,
 }
 
 /// How often a write inserts a state again that an erasure deleted between
@@ -138,13 +152,13 @@ pub(super) const ERASED_MEANWHILE_RETRIES: usize = 3;
 /// database's readers, which answer state reads in groups.
 #[derive(Debug, Clone)]
 pub struct FlowStore {
-    backend: Backend,
+    pub(super) backend: Backend,
     readers: Queues,
 }
 
 /// The connections of whichever database the server runs on.
 #[derive(Debug, Clone)]
-enum Backend {
+pub(super) enum Backend {
     /// SQLite writes one transaction at a time: its writes go to the
     /// server's one writer, which commits them with the group it holds.
     Sqlite {
@@ -291,6 +305,7 @@ macro_rules! backend {
                         .await
                         .map_err(DbError::from)?;
                     let latest = latest.as_ref().map(read_version).transpose()?;
+                    let scope = declaration.scope_after(latest.as_ref())?;
                     if let Some(latest) = &latest
                         && latest.declares_the_same(declaration)
                     {
@@ -303,6 +318,7 @@ macro_rules! backend {
                         title: declaration.title.clone(),
                         steps: declaration.steps.clone(),
                         reonboarding: declaration.reonboarding,
+                        scope,
                         published_at: now,
                     };
                     query(INSERT_VERSION)
@@ -311,6 +327,7 @@ macro_rules! backend {
                         .bind(&version.title)
                         .bind(steps_json(&version.steps))
                         .bind(version.reonboarding.as_str())
+                        .bind(version.scope.as_str())
                         .bind(version.published_at)
                         .execute(&mut *tx)
                         .await
@@ -353,14 +370,14 @@ macro_rules! backend {
                     let key_lock: Option<&str> = $key_lock;
                     if let Some(statement) = key_lock {
                         query(statement)
-                            .bind(&fresh.user_id)
+                            .bind(&idempotency.owner)
                             .bind(&idempotency.key)
                             .execute(&mut *connection)
                             .await
                             .map_err(DbError::from)?;
                     }
                     let kept = query(SELECT_KEY)
-                        .bind(&fresh.user_id)
+                        .bind(&idempotency.owner)
                         .bind(&idempotency.key)
                         .fetch_optional(&mut *connection)
                         .await
@@ -418,11 +435,12 @@ macro_rules! backend {
                 }
                 if let Some(idempotency) = &idempotency {
                     query(INSERT_KEY)
-                        .bind(&next.user_id)
+                        .bind(&idempotency.owner)
                         .bind(&idempotency.key)
                         .bind(&idempotency.fingerprint)
                         .bind(serde_json::to_string(&next).map_err(internal)?)
                         .bind(now)
+                        .bind(idempotency.group_id.as_deref())
                         .execute(&mut *connection)
                         .await
                         .map_err(DbError::from)?;
@@ -433,11 +451,12 @@ macro_rules! backend {
             pub async fn events(
                 pool: &Pool,
                 user_id: &str,
+                scope: Scope,
                 flow: Option<&str>,
                 before: Option<i64>,
                 limit: i64,
             ) -> Result<Vec<FlowEvent>, DbError> {
-                let mut query = query(select_events(flow.is_some(), before.is_some()))
+                let mut query = query(select_events(scope, flow.is_some(), before.is_some()))
                     .bind(user_id)
                     .bind(limit);
                 if let Some(flow) = flow {
@@ -452,44 +471,19 @@ macro_rules! backend {
                 rows.iter().map(read_event).collect()
             }
 
-            pub async fn erase(pool: &Pool, user_id: &str) -> Result<Erased, Error> {
-                let mut tx = begin(pool).await?;
-                let mut counts = [0; 5];
-                for (statement, count) in [
-                    "delete from flow_state where user_id = $1",
-                    "delete from onboarding_state where user_id = $1",
-                    "delete from flow_event where user_id = $1",
-                    "delete from idempotency_key where user_id = $1",
-                    // Others' events the user made, as an admin acting for
-                    // them: `actor <> user_id` lets the partial index serve.
-                    "update flow_event set actor = $2 where actor = $1 and actor <> user_id",
-                ]
-                .into_iter()
-                .zip(&mut counts)
-                {
-                    *count = query(statement)
-                        .bind(user_id)
-                        .bind(ERASED_ACTOR)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(DbError::from)?
-                        .rows_affected();
-                }
-                let [
-                    flow_states,
-                    onboarding_states,
-                    events,
-                    idempotency_keys,
-                    events_anonymized,
-                ] = counts;
-                let erased = Erased {
-                    flow_states: flow_states + onboarding_states,
-                    events,
-                    idempotency_keys,
-                    events_anonymized,
-                };
-                tx.commit().await.map_err(DbError::from)?;
-                Ok(erased)
+            pub async fn group_events_by(
+                pool: &Pool,
+                user_id: &str,
+                limit: i64,
+            ) -> Result<Vec<FlowEvent>, DbError> {
+                let mut session = $session::open(pool).await?;
+                let rows = query(SELECT_GROUP_EVENTS_BY)
+                    .bind(user_id)
+                    .bind(limit)
+                    .fetch_all(&mut *session)
+                    .await?;
+                $session::close(session).await?;
+                rows.iter().map(read_event).collect()
             }
 
             pub async fn forget_keys_before(
@@ -531,6 +525,7 @@ macro_rules! backend {
             fn read_version(row: &DbRow) -> Result<FlowVersion, DbError> {
                 let steps: String = row.try_get("steps")?;
                 let policy: String = row.try_get("reonboarding")?;
+                let scope: String = row.try_get("scope")?;
                 Ok(FlowVersion {
                     flow: row.try_get("flow")?,
                     version: row.try_get("version")?,
@@ -538,6 +533,7 @@ macro_rules! backend {
                     steps: serde_json::from_str(&steps).map_err(|_| corrupt("steps", &steps))?,
                     reonboarding: Reonboarding::parse(&policy)
                         .ok_or_else(|| corrupt("reonboarding", &policy))?,
+                    scope: Scope::parse(&scope).ok_or_else(|| corrupt("scope", &scope))?,
                     published_at: row.try_get("published_at")?,
                 })
             }
@@ -548,6 +544,7 @@ macro_rules! backend {
                 Ok(FlowEvent {
                     id: row.try_get("id")?,
                     user_id: row.try_get("user_id")?,
+                    group_id: None,
                     flow: row.try_get("flow")?,
                     version: row.try_get("version")?,
                     kind: EventType::parse(&kind).ok_or_else(|| corrupt("type", &kind))?,
@@ -615,6 +612,7 @@ pub(super) fn replay(
                 idempotency.key
             ),
             current_revision: None,
+            current_state: None,
         });
     }
     serde_json::from_str(response).map_err(internal)
@@ -715,30 +713,22 @@ impl FlowStore {
     pub async fn events(
         &self,
         user_id: &str,
+        scope: Scope,
         flow: Option<&str>,
         before: Option<i64>,
         limit: i64,
     ) -> Result<Vec<FlowEvent>, DbError> {
-        dispatch!(self, events(user_id, flow, before, limit))
+        dispatch!(self, events(user_id, scope, flow, before, limit))
     }
 
-    /// Every row of the user in every table that holds users' data, and the
-    /// user as the actor of others' events, in one transaction. SQLite's
-    /// connections overwrite deleted content (`secure_delete`); the
-    /// write-ahead log, which still holds the pages as they were, is then
-    /// checkpointed and emptied.
-    pub async fn erase(&self, user_id: &str) -> Result<Erased, Error> {
-        let (store, user_id) = (self.clone(), user_id.to_owned());
-        // In the task that runs to the end: a client that goes away after
-        // the commit does not leave the log unemptied.
-        to_the_end(async move {
-            let erased = dispatch!(&store, erase(&user_id))?;
-            if let Backend::Sqlite { pool, .. } = &store.backend {
-                empty_the_log(pool).await;
-            }
-            Ok(erased)
-        })
-        .await
+    /// The events of groups' states that `user_id` made, newest first, at
+    /// most `limit`.
+    pub async fn group_events_by(
+        &self,
+        user_id: &str,
+        limit: i64,
+    ) -> Result<Vec<FlowEvent>, DbError> {
+        dispatch!(self, group_events_by(user_id, limit))
     }
 
     /// Lets the queued writes finish and closes the store's connections
@@ -756,27 +746,6 @@ impl FlowStore {
     }
 }
 
-/// Copies every page of SQLite's write-ahead log into the database and
-/// truncates the log. It waits for readers of older snapshots, up to the
-/// busy timeout, and tries again a few times; a log that stays in use is
-/// emptied by a later erasure or checkpoint.
-async fn empty_the_log(pool: &SqlitePool) {
-    for _ in 0..5 {
-        let checkpoint = sqlx::query_as::<_, (i64, i64, i64)>("pragma wal_checkpoint(truncate)")
-            .fetch_one(pool)
-            .await;
-        match checkpoint {
-            Ok((0, _, _)) => return,
-            Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
-            Err(error) => {
-                tracing::warn!(%error, "cannot checkpoint the SQLite log after an erasure");
-                return;
-            }
-        }
-    }
-    tracing::warn!("the SQLite log stayed in use after an erasure; a later checkpoint empties it");
-}
-
 /// A write whose row an erasure deleted again and again between insert and
 /// lock: rare, and worth a retry.
 pub(super) fn erased_meanwhile() -> Error {
@@ -788,7 +757,7 @@ pub(super) fn erased_meanwhile() -> Error {
 /// of `begin`, sqlx can hand the connection back to the pool inside a
 /// transaction it no longer knows of, and the next statement on it would
 /// never commit.
-async fn to_the_end<T: Send + 'static>(
+pub(super) async fn to_the_end<T: Send + 'static>(
     transaction: impl Future<Output = Result<T, Error>> + Send + 'static,
 ) -> Result<T, Error> {
     tokio::spawn(transaction)

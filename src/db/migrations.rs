@@ -77,6 +77,8 @@ pub const SQLITE: &[MigrationFile] = migrations!("sqlite":
     "20261126000000_flows",
     "20261202000000_event_actor_index",
     "20261202000001_event_user_index",
+    "20261203000000_group_flows",
+    "20261203000001_idempotency_key_group_index",
 );
 
 pub const POSTGRES: &[MigrationFile] = migrations!("postgres":
@@ -84,6 +86,8 @@ pub const POSTGRES: &[MigrationFile] = migrations!("postgres":
     "20261126000000_flows",
     "20261202000000_event_actor_index",
     "20261202000001_event_user_index",
+    "20261203000000_group_flows",
+    "20261203000001_idempotency_key_group_index",
 );
 
 /// Whether sqlx's table of applied migrations exists, in each dialect.

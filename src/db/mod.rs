@@ -23,7 +23,8 @@ use sqlx::sqlite::SqliteError;
 use crate::config::DatabaseArgs;
 use crate::domain::{Change, OnboardingState, Step, UserId};
 
-pub use flows::{Decide, Erased, FlowStore, FlowWrite, Idempotency, Provenance};
+pub use erasure::{Erased, ErasedGroup};
+pub use flows::{Decide, FlowStore, FlowWrite, Idempotency, Provenance};
 pub use migrations::MigrationStatus;
 pub use postgres::Postgres;
 pub use sqlite::Sqlite;
@@ -42,6 +43,14 @@ macro_rules! created_columns {
 macro_rules! columns {
     () => {
         concat!(created_columns!(), ", revision")
+    };
+}
+
+/// The flows whose states and events are groups' (`user_id` then holds
+/// the group's id), for statements about one user's or one group's rows.
+macro_rules! group_flows {
+    () => {
+        "(select flow from flow_version where scope = 'GROUP')"
     };
 }
 
@@ -154,6 +163,7 @@ macro_rules! event_columns {
     };
 }
 
+mod erasure;
 mod flow_groups;
 mod flows;
 mod groups;

@@ -1,15 +1,20 @@
 //! The errors of the rules, and the `extensions.code` each carries.
 
+use super::FlowState;
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    /// `expectedRevision` differs from the stored revision.
-    pub fn stale_revision(expected: i64, current: i64) -> Self {
+    /// `expectedRevision` differs from the revision of `current`, the
+    /// stored state, which the error carries.
+    pub fn stale_revision(expected: i64, current: &FlowState) -> Self {
         Error::Conflict {
             message: format!(
-                "The state is at revision {current}, not {expected}: read it again and retry."
+                "The state is at revision {}, not {expected}: read it again and retry.",
+                current.revision
             ),
-            current_revision: Some(current),
+            current_revision: Some(current.revision),
+            current_state: Some(Box::new(current.clone())),
         }
     }
 }
@@ -32,6 +37,12 @@ pub enum Error {
          default `admin`) in its roles claim (JWT_ROLES_CLAIM, default `roles`)."
     )]
     AdminOnly(&'static str),
+    /// A group's state asked for by someone neither in the group nor an admin.
+    #[error(
+        "Only the group's members (the groups their token names in the groups claim, \
+         JWT_GROUPS_CLAIM, default `org_id`) and admins may read or change a group's progress."
+    )]
+    NotMember,
     #[error("{0}")]
     BadUserInput(String),
     /// The stored state moved on (`expectedRevision` differs), or an
@@ -40,6 +51,8 @@ pub enum Error {
     Conflict {
         message: String,
         current_revision: Option<i64>,
+        /// The state as stored, for a client to redraw without a read.
+        current_state: Option<Box<FlowState>>,
     },
     #[error("The database is unavailable; retry shortly.")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -60,7 +73,7 @@ impl Error {
     pub fn code(&self) -> &'static str {
         match self {
             Error::Unauthenticated => "UNAUTHENTICATED",
-            Error::Forbidden | Error::AdminOnly(_) => "FORBIDDEN",
+            Error::Forbidden | Error::AdminOnly(_) | Error::NotMember => "FORBIDDEN",
             Error::BadUserInput(_) => "BAD_USER_INPUT",
             Error::Conflict { .. } => "CONFLICT",
             Error::Unavailable(_) | Error::Busy(_) | Error::Internal(_) => "INTERNAL_SERVER_ERROR",

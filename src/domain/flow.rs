@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{Error, Result, check_text};
+use super::{Error, Result, Scope, check_text};
 
 /// The built-in flow whose state is the original onboarding state.
 pub const ONBOARDING: &str = "onboarding";
@@ -91,13 +91,43 @@ pub struct FlowDeclaration {
     pub steps: Vec<StepDeclaration>,
     #[serde(default)]
     pub reonboarding: Reonboarding,
+    /// Fixed when the flow is first published; left out, USER then and
+    /// unchanged later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<Scope>,
 }
 
 impl FlowDeclaration {
+    /// The scope a version published from this declaration has, after
+    /// `latest`: the flow's scope since its first publish, which a
+    /// declaration may repeat but not change.
+    pub fn scope_after(&self, latest: Option<&FlowVersion>) -> Result<Scope> {
+        match (latest, self.scope) {
+            (None, scope) => Ok(scope.unwrap_or_default()),
+            (Some(latest), Some(scope)) if scope != latest.scope => {
+                Err(Error::BadUserInput(format!(
+                    "Flow `{}` was first published with scope {}, which is fixed: it cannot be \
+                     published as {}. Leave `scope` out, or declare it {}.",
+                    self.key,
+                    latest.scope.as_str(),
+                    scope.as_str(),
+                    latest.scope.as_str()
+                )))
+            }
+            (Some(latest), _) => Ok(latest.scope),
+        }
+    }
+
     /// Checks every rule a declaration must meet, naming the first it breaks.
     pub fn check(&self) -> Result<()> {
         let refuse = |message: String| Err(Error::BadUserInput(message));
         check_key("The flow key", &self.key)?;
+        if self.key == ONBOARDING && self.scope == Some(Scope::Group) {
+            return refuse(format!(
+                "Flow `{ONBOARDING}` is each user's own onboarding (scope USER): it cannot be \
+                 published as GROUP."
+            ));
+        }
         check_title(&format!("Flow `{}`", self.key), &self.title)?;
         if self.steps.is_empty() {
             return refuse(format!(
@@ -157,6 +187,8 @@ pub struct FlowVersion {
     pub title: String,
     pub steps: Vec<StepDeclaration>,
     pub reonboarding: Reonboarding,
+    /// The flow's scope; every version of a flow has the same.
+    pub scope: Scope,
     pub published_at: DateTime<Utc>,
 }
 
@@ -170,6 +202,7 @@ impl FlowVersion {
             title: "Onboarding".to_owned(),
             steps: Vec::new(),
             reonboarding: Reonboarding::Keep,
+            scope: Scope::User,
             published_at: DateTime::UNIX_EPOCH,
         }
     }
@@ -220,6 +253,10 @@ impl Flow {
             .expect("a published flow has a version")
     }
 
+    pub fn scope(&self) -> Scope {
+        self.latest().scope
+    }
+
     pub fn version(&self, version: i32) -> Option<&FlowVersion> {
         self.versions.iter().find(|each| each.version == version)
     }
@@ -249,6 +286,7 @@ mod tests {
                 })
                 .collect(),
             reonboarding: Reonboarding::Keep,
+            scope: None,
         }
     }
 
@@ -282,6 +320,7 @@ mod tests {
             title: "Set up".to_owned(),
             steps: declaration(&["profile", "invite"]).steps,
             reonboarding: Reonboarding::Keep,
+            scope: Scope::User,
             published_at: Utc::now(),
         };
         let message = version.step_index("billing").unwrap_err().to_string();

@@ -169,7 +169,11 @@ impl Happened {
 #[derive(Debug, Clone, PartialEq)]
 pub struct FlowEvent {
     pub id: i64,
+    /// The user whose state changed; for a group's, the member (or admin)
+    /// who changed it.
     pub user_id: String,
+    /// The group whose state changed; none for a user's.
+    pub group_id: Option<String>,
     pub flow: String,
     pub version: i32,
     pub kind: EventType,
@@ -275,7 +279,7 @@ impl FlowState {
     pub fn check_revision(&self, expected: Option<i64>) -> Result<()> {
         match expected {
             Some(expected) if expected != self.revision => {
-                Err(Error::stale_revision(expected, self.revision))
+                Err(Error::stale_revision(expected, self))
             }
             _ => Ok(()),
         }
@@ -534,6 +538,7 @@ fn step_number(index: usize) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::Scope;
     use crate::domain::flow::StepDeclaration;
 
     fn version(number: i32, steps: &[(&str, bool)], policy: Reonboarding) -> FlowVersion {
@@ -550,6 +555,7 @@ mod tests {
                 })
                 .collect(),
             reonboarding: policy,
+            scope: Scope::User,
             published_at: Utc::now(),
         }
     }

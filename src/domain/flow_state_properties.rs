@@ -6,6 +6,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use proptest::prelude::*;
 
+use super::Scope;
 use super::flow::{FlowVersion, Reonboarding, StepDeclaration};
 use super::flow_state::{EventType, FlowChange, FlowState, FlowStatus};
 
@@ -92,6 +93,7 @@ fn version(
         title: "Set up".to_owned(),
         steps,
         reonboarding: policy,
+        scope: Scope::User,
         published_at: start(),
     }
 }

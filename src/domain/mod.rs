@@ -7,6 +7,7 @@ mod flow;
 mod flow_state;
 #[cfg(test)]
 mod flow_state_properties;
+mod group;
 mod onboarding;
 mod text;
 mod time;
@@ -22,6 +23,7 @@ pub use flow_state::{
     EventType, FlowChange, FlowEvent, FlowState, FlowStatus, Happened, MAX_STEP_DATA_BYTES,
     StepRecord, StepStatus,
 };
+pub use group::{Access, GroupId, Scope, Subject};
 pub use onboarding::{Change, OnboardingState, Step};
 pub use text::{MAX_EXACT_INTEGER, check_json, check_text};
 pub use time::now;

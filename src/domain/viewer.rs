@@ -1,14 +1,18 @@
 //! Who is asking, and on whose behalf they may act.
 
-use super::{Error, Result, UserId};
+use super::{Error, GroupId, Result, UserId};
 
 /// Who is asking.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Viewer {
     /// No token: may run introspection, nothing else.
     Anonymous,
-    /// A verified token's subject.
-    User { id: UserId, admin: bool },
+    /// A verified token's subject, and the groups it names, in its order.
+    User {
+        id: UserId,
+        admin: bool,
+        groups: Vec<GroupId>,
+    },
 }
 
 impl Viewer {
@@ -22,7 +26,7 @@ impl Viewer {
 
     /// Whose state the viewer acts on: its own, or anyone's for an admin.
     pub fn acting_on(&self, requested: Option<String>) -> Result<UserId> {
-        let Viewer::User { id, admin } = self else {
+        let Viewer::User { id, admin, .. } = self else {
             return Err(Error::Unauthenticated);
         };
         match requested {

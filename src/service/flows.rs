@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use crate::db::{Db, Decide, Erased, FlowStore, FlowWrite, Idempotency, Provenance};
+use crate::db::{Db, Decide, FlowStore, FlowWrite, Idempotency, Provenance};
 use crate::domain::{
-    Error, Flow, FlowChange, FlowDeclaration, FlowEvent, FlowState, FlowVersion, Happened,
-    ONBOARDING, Result, UserId, Viewer, check_key, check_text, now, unknown_flow,
+    Access, Error, Flow, FlowChange, FlowDeclaration, FlowEvent, FlowState, FlowVersion, GroupId,
+    Happened, ONBOARDING, Result, Scope, Subject, UserId, Viewer, check_key, check_text, now,
+    unknown_flow,
 };
 
 /// How long the published flows are read from memory before the database
@@ -22,16 +23,14 @@ const CATALOG_TTL: Duration = Duration::from_secs(1);
 const KEEP_KEYS: TimeDelta = TimeDelta::hours(25);
 /// Most events one page holds.
 pub const MAX_PAGE: i64 = 100;
-/// Most events an export holds, as many as a page of `flowEvents`: the
-/// newest; the rest page on through `flowEvents`, or come from the command
-/// line's streamed export. A history grows without bound; an answer may not.
-pub const MAX_EXPORT_EVENTS: i64 = MAX_PAGE;
 
 /// A state together with the version of the flow it is on, which gives its
-/// steps their titles and order.
+/// steps their titles and order, and whose state it is.
 #[derive(Debug, Clone)]
 pub struct FlowStateView {
     pub state: FlowState,
+    /// The user's own state, or a group's and the user asking for it.
+    pub subject: Subject,
     flow: Arc<Flow>,
     /// Where the state's version is in `flow.versions`.
     index: usize,
@@ -39,7 +38,12 @@ pub struct FlowStateView {
 
 impl FlowStateView {
     /// The state as it reads at `now`, on its version of `flow`.
-    fn new(flow: &Arc<Flow>, state: FlowState, now: DateTime<Utc>) -> Result<Self> {
+    fn new(
+        flow: &Arc<Flow>,
+        state: FlowState,
+        subject: &Subject,
+        now: DateTime<Utc>,
+    ) -> Result<Self> {
         let index = flow
             .versions
             .iter()
@@ -47,6 +51,7 @@ impl FlowStateView {
             .ok_or_else(|| unknown_version(flow, state.version))?;
         Ok(Self {
             state: state.as_of(now),
+            subject: subject.clone(),
             flow: Arc::clone(flow),
             index,
         })
@@ -68,7 +73,7 @@ pub struct EventPage {
 impl EventPage {
     /// The first `size` of `events`, read with one more to tell whether
     /// more follow.
-    fn of(mut events: Vec<FlowEvent>, size: i64) -> Self {
+    pub(super) fn of(mut events: Vec<FlowEvent>, size: i64) -> Self {
         let size = usize::try_from(size).unwrap_or(usize::MAX);
         let has_next_page = events.len() > size;
         events.truncate(size);
@@ -77,15 +82,6 @@ impl EventPage {
             has_next_page,
         }
     }
-}
-
-/// Everything the service keeps about one user: every state, and the
-/// newest events, up to `MAX_EXPORT_EVENTS`.
-#[derive(Debug, Clone)]
-pub struct UserData {
-    pub user_id: String,
-    pub flow_states: Vec<FlowStateView>,
-    pub events: EventPage,
 }
 
 /// What a write request carries besides the change.
@@ -123,7 +119,7 @@ impl Catalog {
 /// The flow operations.
 #[derive(Debug, Clone)]
 pub struct Flows {
-    store: FlowStore,
+    pub(super) store: FlowStore,
     catalog: Arc<RwLock<Option<Arc<Catalog>>>>,
     /// Held while the catalog is read from the database: one read at a
     /// time, whose result every caller waiting for it shares.
@@ -205,38 +201,53 @@ impl Flows {
         Ok(published)
     }
 
-    /// The user's state in `flow`, created on first access.
+    /// The user's or the group's state in `flow`, created on first access.
     pub async fn state(
         &self,
         viewer: &Viewer,
         flow: &str,
         user_id: Option<String>,
+        group_id: Option<String>,
     ) -> Result<FlowStateView> {
-        let user_id = viewer.acting_on(user_id)?;
         let flow = self.published(flow).await?;
+        let subject = viewer.subject(&flow, user_id, group_id, Access::Read)?;
         let now = now();
-        let state = match self.store.state(user_id.as_str(), flow.key()).await? {
+        let state = match self.store.state(subject.key(), flow.key()).await? {
             Some(state) => state,
             None => {
-                let fresh = FlowState::new(user_id.as_str(), flow.latest(), now);
+                let fresh = FlowState::new(subject.key(), flow.latest(), now);
                 self.store.create(fresh).await?
             }
         };
         let flow = self.with_version(flow, state.version).await?;
-        current(&flow, state, now)
+        current(&flow, state, &subject, now)
     }
 
-    /// The user's state in every published flow; untouched flows read
-    /// NOT_STARTED and are not stored.
+    /// The user's state in every published USER flow, or with `group_id`
+    /// the group's in every GROUP flow; untouched flows read NOT_STARTED
+    /// and are not stored.
     pub async fn states(
         &self,
         viewer: &Viewer,
         user_id: Option<String>,
+        group_id: Option<String>,
     ) -> Result<Vec<FlowStateView>> {
-        let user_id = viewer.acting_on(user_id)?;
+        let user = viewer.acting_on(user_id)?;
+        let (subject, scope) = match group_id {
+            None => (Subject::User(user), Scope::User),
+            Some(group_id) => {
+                let group = viewer.group(Some(group_id), String::new)?;
+                (Subject::Group { group, user }, Scope::Group)
+            }
+        };
+        self.states_of(&subject, scope).await
+    }
+
+    /// The state of `subject` in every published flow of `scope`.
+    async fn states_of(&self, subject: &Subject, scope: Scope) -> Result<Vec<FlowStateView>> {
         let mut stored: BTreeMap<String, FlowState> = self
             .store
-            .states(user_id.as_str())
+            .states(subject.key())
             .await?
             .into_iter()
             .map(|state| (state.flow.clone(), state))
@@ -244,12 +255,12 @@ impl Flows {
         let catalog = self.catalog_of(stored.values()).await?;
         let now = now();
         let mut views = Vec::with_capacity(catalog.flows.len());
-        for flow in catalog.flows.values() {
+        for flow in catalog.flows.values().filter(|flow| flow.scope() == scope) {
             let view = match stored.remove(flow.key()) {
-                Some(state) => current(flow, state, now)?,
+                Some(state) => current(flow, state, subject, now)?,
                 None => {
-                    let fresh = FlowState::new(user_id.as_str(), flow.latest(), now);
-                    FlowStateView::new(flow, fresh, now)?
+                    let fresh = FlowState::new(subject.key(), flow.latest(), now);
+                    FlowStateView::new(flow, fresh, subject, now)?
                 }
             };
             views.push(view);
@@ -257,28 +268,75 @@ impl Flows {
         Ok(views)
     }
 
+    /// The stored states of `subject` in the flows of `scope`.
+    pub(super) async fn stored_states_of(
+        &self,
+        subject: &Subject,
+        scope: Scope,
+    ) -> Result<Vec<FlowStateView>> {
+        let stored = self.store.states(subject.key()).await?;
+        let catalog = self.catalog_of(stored.iter()).await?;
+        let now = now();
+        stored
+            .into_iter()
+            .filter_map(|state| {
+                let flow = catalog.flows.get(&state.flow)?;
+                (flow.scope() == scope).then(|| current(flow, state, subject, now))
+            })
+            .collect()
+    }
+
+    /// `state`, as stored and read for `viewer`: the state a CONFLICT
+    /// carries, as a read would give it.
+    pub async fn view_of(&self, viewer: &Viewer, state: FlowState) -> Result<FlowStateView> {
+        let flow = self.published(&state.flow).await?;
+        let flow = self.with_version(flow, state.version).await?;
+        let user = viewer.acting_on(None)?;
+        let subject = match flow.scope() {
+            Scope::User => Subject::User(UserId::parse(state.user_id.clone())?),
+            Scope::Group => Subject::Group {
+                group: GroupId::parse(state.user_id.clone())?,
+                user,
+            },
+        };
+        current(&flow, state, &subject, now())
+    }
+
     /// Applies `change` to the user's state in `flow`, in one transaction
     /// with its event.
+    #[allow(clippy::too_many_arguments)]
     pub async fn change(
         &self,
         viewer: &Viewer,
         flow: &str,
         user_id: Option<String>,
+        group_id: Option<String>,
         change: FlowChange,
         options: WriteOptions,
     ) -> Result<FlowStateView> {
-        let user_id = viewer.acting_on(user_id)?;
+        if let Viewer::Anonymous = viewer {
+            return Err(Error::Unauthenticated);
+        }
         let now = now();
         change.check(now)?;
+        let mut flow = self.published(flow).await?;
+        let subject = viewer.subject(&flow, user_id, group_id, Access::Write)?;
         let idempotency = options
             .idempotency_key
             .as_ref()
-            .map(|key| idempotency(key, &change, flow, &user_id, options.expected_revision))
+            .map(|key| {
+                idempotency(
+                    key,
+                    &change,
+                    flow.key(),
+                    &subject,
+                    options.expected_revision,
+                )
+            })
             .transpose()?;
-        let mut flow = self.published(flow).await?;
         let provenance = provenance(viewer, options.request_id);
         let write = |flow: &Arc<Flow>| FlowWrite {
-            fresh: FlowState::new(user_id.as_str(), flow.latest(), now),
+            fresh: FlowState::new(subject.key(), flow.latest(), now),
             provenance: provenance.clone(),
             idempotency: idempotency.clone(),
             now,
@@ -299,82 +357,48 @@ impl Flows {
         }?;
         // A retry's first answer may be on a version published since.
         let flow = self.with_version(flow, written.version).await?;
-        FlowStateView::new(&flow, written, now)
+        FlowStateView::new(&flow, written, &subject, now)
     }
 
-    /// The user's events, newest first, `first` at a time after the cursor.
+    /// The events of the user's states, or of a group's, newest first,
+    /// `first` at a time after the cursor. A GROUP flow, or `group_id`,
+    /// names a group's; else they are the user's in every USER flow.
     pub async fn events(
         &self,
         viewer: &Viewer,
         flow: Option<&str>,
         user_id: Option<String>,
+        group_id: Option<String>,
         first: i64,
         after: Option<i64>,
     ) -> Result<EventPage> {
-        let user_id = viewer.acting_on(user_id)?;
         if !(1..=MAX_PAGE).contains(&first) {
             return Err(Error::BadUserInput(format!(
                 "`first` must be 1 to {MAX_PAGE}; got {first}."
             )));
         }
-        if let Some(flow) = flow {
-            self.published(flow).await?;
-        }
+        let subject = match flow {
+            Some(flow) => {
+                let flow = self.published(flow).await?;
+                viewer.subject(&flow, user_id, group_id, Access::Read)?
+            }
+            None => {
+                let user = viewer.acting_on(user_id)?;
+                match group_id {
+                    None => Subject::User(user),
+                    Some(group_id) => Subject::Group {
+                        group: viewer.group(Some(group_id), String::new)?,
+                        user,
+                    },
+                }
+            }
+        };
+        let scope = scope_of(&subject);
         let events = self
             .store
-            .events(user_id.as_str(), flow, after, first + 1)
+            .events(subject.key(), scope, flow, after, first + 1)
             .await?;
-        Ok(EventPage::of(events, first))
-    }
-
-    /// Every flow state and event of the user (the user, or an admin).
-    pub async fn export(&self, viewer: &Viewer, user_id: Option<String>) -> Result<UserData> {
-        let user_id = viewer.acting_on(user_id)?;
-        self.export_user(&user_id).await
-    }
-
-    /// Every flow state of `user_id`, and the newest events, for the
-    /// command line.
-    pub async fn export_user(&self, user_id: &UserId) -> Result<UserData> {
-        let stored = self.store.states(user_id.as_str()).await?;
-        let catalog = self.catalog_of(stored.iter()).await?;
-        let now = now();
-        let flow_states = stored
-            .into_iter()
-            .filter_map(|state| Some(current(catalog.flows.get(&state.flow)?, state, now)))
-            .collect::<Result<_>>()?;
-        let events = self
-            .store
-            .events(user_id.as_str(), None, None, MAX_EXPORT_EVENTS + 1)
-            .await?;
-        Ok(UserData {
-            user_id: user_id.as_str().to_owned(),
-            flow_states,
-            events: EventPage::of(events, MAX_EXPORT_EVENTS),
-        })
-    }
-
-    /// Erases every row of the user (admins only).
-    pub async fn erase(&self, viewer: &Viewer, user_id: String) -> Result<Erased> {
-        admin(viewer, "erase users' data")?;
-        let user_id = UserId::parse(user_id)?;
-        self.erase_user(&user_id, viewer_id(viewer).unwrap_or("?"))
-            .await
-    }
-
-    /// Erases every row of `user_id`; `by` is who asked, for the log.
-    pub async fn erase_user(&self, user_id: &UserId, by: &str) -> Result<Erased> {
-        let erased = self.store.erase(user_id.as_str()).await?;
-        tracing::info!(
-            user_id = user_id.as_str(),
-            by,
-            flow_states = erased.flow_states,
-            events = erased.events,
-            idempotency_keys = erased.idempotency_keys,
-            events_anonymized = erased.events_anonymized,
-            "user data erased"
-        );
-        Ok(erased)
+        Ok(EventPage::of(events_of(scope, events), first))
     }
 
     /// The flow `key` a state can be in, or an error naming it. A key this
@@ -496,10 +520,34 @@ impl Flows {
 /// re-onboarding policy published since the user's version moves it there.
 /// Worked out in memory: a read never writes, and the user's next write
 /// stores the policy's effect with its REONBOARDED event.
-fn current(flow: &Arc<Flow>, state: FlowState, now: DateTime<Utc>) -> Result<FlowStateView> {
+pub(super) fn current(
+    flow: &Arc<Flow>,
+    state: FlowState,
+    subject: &Subject,
+    now: DateTime<Utc>,
+) -> Result<FlowStateView> {
     let mut state = state.as_of(now);
     reonboarded(flow, &mut state, now)?;
-    FlowStateView::new(flow, state, now)
+    FlowStateView::new(flow, state, subject, now)
+}
+
+fn scope_of(subject: &Subject) -> Scope {
+    match subject {
+        Subject::User(_) => Scope::User,
+        Subject::Group { .. } => Scope::Group,
+    }
+}
+
+/// `events` as read from states of `scope`: a group's event names the
+/// group, and as its user the member (or admin) who made the change.
+pub(super) fn events_of(scope: Scope, mut events: Vec<FlowEvent>) -> Vec<FlowEvent> {
+    if scope == Scope::Group {
+        for event in &mut events {
+            let user_id = event.actor.clone();
+            event.group_id = Some(std::mem::replace(&mut event.user_id, user_id));
+        }
+    }
+    events
 }
 
 /// What a write of `change` decides, given the state it locked: fails on a
@@ -570,7 +618,7 @@ fn signed_in(viewer: &Viewer) -> Result<()> {
 }
 
 /// Admits admins only to `what` ("publish flows").
-fn admin(viewer: &Viewer, what: &'static str) -> Result<()> {
+pub(super) fn admin(viewer: &Viewer, what: &'static str) -> Result<()> {
     match viewer {
         Viewer::Anonymous => Err(Error::Unauthenticated),
         Viewer::User { admin: true, .. } => Ok(()),
@@ -578,7 +626,7 @@ fn admin(viewer: &Viewer, what: &'static str) -> Result<()> {
     }
 }
 
-fn viewer_id(viewer: &Viewer) -> Option<&str> {
+pub(super) fn viewer_id(viewer: &Viewer) -> Option<&str> {
     match viewer {
         Viewer::User { id, .. } => Some(id.as_str()),
         Viewer::Anonymous => None,
@@ -592,22 +640,26 @@ fn provenance(viewer: &Viewer, request_id: Option<String>) -> Provenance {
     }
 }
 
-/// An idempotency key of 1 to 255 bytes, and the fingerprint of its change.
+/// An idempotency key of 1 to 255 bytes, and the fingerprint of its
+/// change: kept as the caller's (a USER flow's user for an admin's write).
 fn idempotency(
     key: &str,
     change: &FlowChange,
     flow: &str,
-    user_id: &UserId,
+    subject: &Subject,
     expected_revision: Option<i64>,
 ) -> Result<Idempotency> {
-    let fingerprint = change.fingerprint(flow, user_id.as_str());
-    idempotency_key(key, fingerprint, expected_revision)
+    let fingerprint = change.fingerprint(flow, subject.key());
+    let mut idempotency = idempotency_key(key, subject.user_id(), fingerprint, expected_revision)?;
+    idempotency.group_id = subject.group_id().map(str::to_owned);
+    Ok(idempotency)
 }
 
 /// An idempotency key of 1 to 255 bytes, and `fingerprint`, which tells a
 /// retry from the key reused for another change.
 pub(super) fn idempotency_key(
     key: &str,
+    owner: &str,
     fingerprint: String,
     expected_revision: Option<i64>,
 ) -> Result<Idempotency> {
@@ -621,5 +673,7 @@ pub(super) fn idempotency_key(
     Ok(Idempotency {
         key: key.to_owned(),
         fingerprint: format!("{fingerprint} expected={expected_revision:?}"),
+        owner: owner.to_owned(),
+        group_id: None,
     })
 }

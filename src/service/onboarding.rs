@@ -64,7 +64,7 @@ impl Onboarding {
                 let fingerprint = format!("{}\n{ONBOARDING}\n{change:?}", user_id.as_str());
                 let idempotency = key
                     .as_deref()
-                    .map(|key| idempotency_key(key, fingerprint, expected))
+                    .map(|key| idempotency_key(key, user_id.as_str(), fingerprint, expected))
                     .transpose()?;
                 let fresh =
                     FlowState::new(user_id.as_str(), &FlowVersion::undeclared_onboarding(), now);

@@ -140,6 +140,18 @@ impl TestDatabase {
         .await
     }
 
+    /// How many rows of the group `group_id` the flow tables hold: its
+    /// states, its events and its idempotency records.
+    pub async fn count_group_rows(&self, group_id: &str) -> i64 {
+        self.count(
+            "select (select count(*) from flow_state where user_id = $1) \
+             + (select count(*) from flow_event where user_id = $1) \
+             + (select count(*) from idempotency_key where group_id = $1)",
+            Some(group_id),
+        )
+        .await
+    }
+
     /// How many rows `onboarding_state` holds in all.
     pub async fn count_all_rows(&self) -> i64 {
         self.count("select count(*) from onboarding_state", None)
@@ -232,6 +244,7 @@ pub fn serve_args(database_url: &str) -> ServeArgs {
             jwt_jwks_url: None,
             jwt_user_claim: "sub".to_owned(),
             jwt_roles_claim: "roles".to_owned(),
+            jwt_groups_claim: "org_id".to_owned(),
         },
         listen_addr: "127.0.0.1:0".parse().expect("a socket address"),
         no_migrate: false,
@@ -336,6 +349,7 @@ pub fn token(sub: &str, roles: &[&str]) -> String {
         secret: SECRET,
         sub,
         roles: &roles,
+        groups: &[],
         ttl: Duration::from_secs(3600),
         issuer: None,
         audience: None,

@@ -214,13 +214,14 @@ for (const backend of backends()) {
       assert.deepEqual([cached.doneSteps, cached.totalSteps], [1, 2]);
       assert.equal(cached.createdAt, before.createdAt);
 
-      // A mutation that selects only the fields a step changes is merged into the same entry.
+      // A mutation that selects only the fields a step changes is merged into the same entry
+      // (the steps, which have no id, replace the cached list: each keeps the fields the query reads).
       const last = await client.mutate({
         mutation: gql`
           mutation CompleteStepForCache($flow: String!, $step: String!, $expectedRevision: Int) {
             completeStep(flow: $flow, step: $step, expectedRevision: $expectedRevision) {
               id status currentStep currentStepIndex doneSteps revision completedAt updatedAt
-              steps { key status completedAt skippedAt data }
+              steps { key title optional status completedAt skippedAt data }
             }
           }
         `,
@@ -254,6 +255,50 @@ for (const backend of backends()) {
       const fresh = await client.query({ query, variables, fetchPolicy: 'network-only' });
       assert.deepEqual(fresh.data.flowState, finished);
       assert.equal(network.calls.length, 4);
+    });
+
+    test("a member's own state and the group's state stay apart in the normalized cache", async () => {
+      await publishFlow(server, {
+        key: 'apollo-team',
+        title: 'Set up the workspace',
+        scope: 'GROUP',
+        steps: [
+          { key: 'billing', title: 'Connect billing' },
+          { key: 'invite', title: 'Invite your team', optional: true },
+        ],
+      });
+      await publishFlow(server, { key: 'apollo-own', title: 'Welcome tour', steps: [{ key: 'welcome', title: 'Welcome' }] });
+      const ann = apollo(countingFetch(), await server.token('apollo-ann', { group: 'apollo-acme' }));
+      const bob = apollo(countingFetch(), await server.token('apollo-bob', { group: 'apollo-acme' }));
+      const fields = 'id userId groupId status revision steps { key title optional status }';
+      const query = gql(`query TeamOrOwn($flow: String!) { flowState(flow: $flow) { ${fields} } }`);
+      const complete = gql(`mutation Complete($flow: String!, $step: String!) { completeStep(flow: $flow, step: $step) { ${fields} } }`);
+
+      const own = (await ann.query({ query, variables: { flow: 'apollo-own' } })).data.flowState;
+      const team = (await ann.query({ query, variables: { flow: 'apollo-team' } })).data.flowState;
+      assert.equal(own.id, 'apollo-ann/apollo-own');
+      assert.equal(own.groupId, null);
+      assert.equal(team.groupId, 'apollo-acme');
+      assert.equal(team.userId, 'apollo-ann');
+      assert.notEqual(ann.cache.identify(own), ann.cache.identify(team));
+      assert.deepEqual(
+        team.steps.map((step) => [step.key, step.title, step.optional]),
+        [['billing', 'Connect billing', false], ['invite', 'Invite your team', true]],
+      );
+
+      // Bob's step is the group's: Ann's own state does not move, and Ann's
+      // own completion leaves her cached group state as it was.
+      const byBob = (await bob.mutate({ mutation: complete, variables: { flow: 'apollo-team', step: 'billing' } })).data.completeStep;
+      assert.equal(byBob.id, team.id, 'one group state, one id, whoever asks');
+      assert.equal(byBob.revision, 1);
+      await ann.mutate({ mutation: complete, variables: { flow: 'apollo-own', step: 'welcome' } });
+      assert.equal(ann.cache.readQuery({ query, variables: { flow: 'apollo-own' } }).flowState.status, 'COMPLETED');
+      assert.equal(ann.cache.readQuery({ query, variables: { flow: 'apollo-team' } }).flowState.revision, 0);
+
+      const fresh = (await ann.query({ query, variables: { flow: 'apollo-team' }, fetchPolicy: 'network-only' })).data.flowState;
+      assert.equal(fresh.revision, 1);
+      assert.equal(fresh.status, 'COMPLETED', 'the only required step is done');
+      assert.equal(ann.cache.readQuery({ query, variables: { flow: 'apollo-own' } }).flowState.status, 'COMPLETED');
     });
 
     test('a request without a token gets an UNAUTHENTICATED GraphQL error Apollo Client exposes', async () => {
@@ -601,6 +646,44 @@ for (const backend of backends()) {
       assert.deepEqual(await run('ExportUserData'), { userId: 'urql-erin', flowStates: [], events: [] });
       assert.deepEqual(await asAdmin('DeleteUserData', { userId: 'urql-erin' }), {
         userId: 'urql-erin', flowStates: 0, events: 0, idempotencyKeys: 0,
+      });
+    });
+
+    test('the team flow example operations share a group state between members and erase it', async () => {
+      const admin = urql(countingFetch(), await server.token('urql-admin', { role: 'admin' }));
+      const asAdmin = runner(admin);
+      const fay = urql(countingFetch(), await server.token('urql-fay', { group: 'urql-initech' }));
+      const gil = urql(countingFetch(), await server.token('urql-gil', { group: 'urql-initech' }));
+      const outsider = urql(countingFetch(), await server.token('urql-hal', { group: 'urql-globex' }));
+      const flow = 'urql-workspace';
+      const published = await asAdmin('PublishFlow', {
+        input: { key: flow, title: 'Set up the workspace', scope: 'GROUP', steps: [{ key: 'billing', title: 'Connect billing' }] },
+      });
+      assert.equal(published.scope, 'GROUP');
+
+      assert.deepEqual(await runner(fay)('Viewer'), { userId: 'urql-fay', isAdmin: false, groupIds: ['urql-initech'] });
+      const byFay = await runner(fay)('CompleteStep', { flow, step: 'billing', idempotencyKey: 'click-1' });
+      assert.equal(byFay.groupId, 'urql-initech');
+      assert.equal(byFay.userId, 'urql-fay');
+      assert.equal(byFay.status, 'COMPLETED');
+      assert.deepEqual(byFay.steps.map((step) => [step.key, step.title, step.optional]), [['billing', 'Connect billing', false]]);
+      // Gil's key of the same name is his own: his write applies.
+      const byGil = await runner(gil)('RestartFlow', { flow, groupId: 'urql-initech', idempotencyKey: 'click-1' });
+      assert.equal(byGil.id, byFay.id);
+      assert.equal(byGil.revision, 2);
+      const conflict = await refusal(gil)('StartFlow', { flow, expectedRevision: 1 });
+      assert.equal(conflict.code, 'CONFLICT');
+      assert.equal(conflict.currentState.revision, 2);
+      assert.equal(conflict.currentState.groupId, 'urql-initech');
+      assert.equal((await refusal(outsider)('FlowState', { flow, groupId: 'urql-initech' })).code, 'FORBIDDEN');
+
+      const exported = await runner(gil)('ExportGroupData', { groupId: 'urql-initech' });
+      assert.deepEqual(exported.events.map((event) => [event.type, event.userId]), [
+        ['FLOW_RESTARTED', 'urql-gil'], ['FLOW_COMPLETED', 'urql-fay'], ['STEP_COMPLETED', 'urql-fay'],
+      ]);
+      assert.equal((await refusal(gil)('DeleteGroupData', { groupId: 'urql-initech' })).code, 'FORBIDDEN');
+      assert.deepEqual(await asAdmin('DeleteGroupData', { groupId: 'urql-initech' }), {
+        groupId: 'urql-initech', flowStates: 1, events: 3, idempotencyKeys: 2,
       });
     });
 

@@ -126,10 +126,11 @@ export async function startServer({ backend = 'sqlite' } = {}) {
     graphqlUrl: `${baseUrl}/graphql`,
     output: () => output,
 
-    /** A token for `sub` signed with this server's secret (`onboarding token`). */
-    async token(sub, { role, ttl = '1h' } = {}) {
+    /** A token for `sub` signed with this server's secret (`onboarding token`), naming `group` in `org_id` when given. */
+    async token(sub, { role, group, ttl = '1h' } = {}) {
       const args = ['token', '--sub', sub, '--ttl', ttl];
       if (role) args.push('--role', role);
+      if (group) args.push('--group', group);
       const { stdout } = await run(bin, args, { env: { ...cleanEnv(), JWT_SECRET: secret } });
       const token = stdout.trim();
       if (!/^[\w-]+\.[\w-]+\.[\w-]+$/.test(token)) throw new Error(`\`onboarding token\` printed no JWT: ${stdout}`);

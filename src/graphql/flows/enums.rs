@@ -2,7 +2,7 @@
 
 use async_graphql::Enum;
 
-use crate::domain::{EventType, FlowStatus, Reonboarding, StepStatus};
+use crate::domain::{EventType, FlowStatus, Reonboarding, Scope, StepStatus};
 
 /// Where a user is in a flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
@@ -131,6 +131,35 @@ impl From<EventType> for FlowEventType {
             EventType::FlowRestarted => Self::FlowRestarted,
             EventType::Reset => Self::Reset,
             EventType::Reonboarded => Self::Reonboarded,
+        }
+    }
+}
+
+/// Whose progress a flow keeps: each user's own, or each group's, shared by its members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[graphql(name = "FlowScope")]
+pub enum FlowScope {
+    /// Each user's own progress.
+    User,
+    /// One state per group (a team, a workspace, a company), shared by its
+    /// members: a step any member completes is completed for all.
+    Group,
+}
+
+impl From<Scope> for FlowScope {
+    fn from(scope: Scope) -> Self {
+        match scope {
+            Scope::User => Self::User,
+            Scope::Group => Self::Group,
+        }
+    }
+}
+
+impl From<FlowScope> for Scope {
+    fn from(scope: FlowScope) -> Self {
+        match scope {
+            FlowScope::User => Self::User,
+            FlowScope::Group => Self::Group,
         }
     }
 }

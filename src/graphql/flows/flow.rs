@@ -2,7 +2,7 @@
 
 use async_graphql::{InputObject, Object, SimpleObject};
 
-use super::enums::ReonboardingPolicy;
+use super::enums::{FlowScope, ReonboardingPolicy};
 use crate::domain::{self, FlowDeclaration, StepDeclaration};
 use crate::graphql::scalars::DateTime;
 
@@ -76,6 +76,12 @@ impl Flow {
         &self.0.latest().title
     }
 
+    /// Whose progress the flow keeps: each user's, or each group's. Fixed
+    /// when the flow was first published.
+    async fn scope(&self) -> FlowScope {
+        self.0.scope().into()
+    }
+
     /// The latest version's number.
     async fn version(&self) -> i32 {
         self.0.latest().version
@@ -123,6 +129,8 @@ pub struct PublishFlowInput {
     /// What a new version does to users already in the flow.
     #[graphql(default_with = "Some(ReonboardingPolicy::Keep)")]
     reonboarding: Option<ReonboardingPolicy>,
+    /// USER when the flow is first published; left out later, the scope stays as it is.
+    scope: Option<FlowScope>,
 }
 
 impl From<PublishFlowInput> for FlowDeclaration {
@@ -140,6 +148,7 @@ impl From<PublishFlowInput> for FlowDeclaration {
                 })
                 .collect(),
             reonboarding: input.reonboarding.unwrap_or_default().into(),
+            scope: input.scope.map(Into::into),
         }
     }
 }

@@ -1,10 +1,10 @@
 //! The flow mutations.
 
-use async_graphql::{Context, Object};
+use async_graphql::{Context, ErrorExtensions, Object};
 
 use super::flow::{Flow, PublishFlowInput};
 use super::operations;
-use super::state::{DeletedUserData, FlowState, deleted};
+use super::state::{DeletedGroupData, DeletedUserData, FlowState, deleted, deleted_group};
 use crate::domain::{Error, FlowChange, Viewer};
 use crate::graphql::scalars::{DateTime, Json};
 use crate::graphql::{client_error, request_id};
@@ -34,6 +34,10 @@ impl FlowMutation {
         #[graphql(desc = "Another user's id; only admins may pass one other than their own.")]
         user_id: Option<String>,
         #[graphql(
+            desc = "The group, on a GROUP flow; a token naming exactly one group needs none."
+        )]
+        group_id: Option<String>,
+        #[graphql(
             desc = "The revision the change is based on; when the state has moved on, nothing changes and the error (CONFLICT) carries the current revision."
         )]
         expected_revision: Option<i32>,
@@ -46,6 +50,7 @@ impl FlowMutation {
             ctx,
             flow,
             user_id,
+            group_id,
             Ok(FlowChange::Start),
             expected_revision,
             idempotency_key,
@@ -66,6 +71,10 @@ impl FlowMutation {
         data: Option<Json>,
         #[graphql(desc = "Another user's id; only admins may pass one other than their own.")]
         user_id: Option<String>,
+        #[graphql(
+            desc = "The group, on a GROUP flow; a token naming exactly one group needs none."
+        )]
+        group_id: Option<String>,
         #[graphql(
             desc = "The revision the change is based on; when the state has moved on, nothing changes and the error (CONFLICT) carries the current revision."
         )]
@@ -89,6 +98,7 @@ impl FlowMutation {
             ctx,
             flow,
             user_id,
+            group_id,
             change,
             expected_revision,
             idempotency_key,
@@ -97,6 +107,7 @@ impl FlowMutation {
     }
 
     /// Skips `step`, which counts as done.
+    #[allow(clippy::too_many_arguments)]
     async fn skip_step(
         &self,
         ctx: &Context<'_>,
@@ -104,6 +115,10 @@ impl FlowMutation {
         #[graphql(desc = "The step's key.")] step: String,
         #[graphql(desc = "Another user's id; only admins may pass one other than their own.")]
         user_id: Option<String>,
+        #[graphql(
+            desc = "The group, on a GROUP flow; a token naming exactly one group needs none."
+        )]
+        group_id: Option<String>,
         #[graphql(
             desc = "The revision the change is based on; when the state has moved on, nothing changes and the error (CONFLICT) carries the current revision."
         )]
@@ -118,6 +133,7 @@ impl FlowMutation {
             ctx,
             flow,
             user_id,
+            group_id,
             change,
             expected_revision,
             idempotency_key,
@@ -126,6 +142,7 @@ impl FlowMutation {
     }
 
     /// Makes `step` the current step.
+    #[allow(clippy::too_many_arguments)]
     async fn go_to_step(
         &self,
         ctx: &Context<'_>,
@@ -133,6 +150,10 @@ impl FlowMutation {
         #[graphql(desc = "The step's key.")] step: String,
         #[graphql(desc = "Another user's id; only admins may pass one other than their own.")]
         user_id: Option<String>,
+        #[graphql(
+            desc = "The group, on a GROUP flow; a token naming exactly one group needs none."
+        )]
+        group_id: Option<String>,
         #[graphql(
             desc = "The revision the change is based on; when the state has moved on, nothing changes and the error (CONFLICT) carries the current revision."
         )]
@@ -147,6 +168,7 @@ impl FlowMutation {
             ctx,
             flow,
             user_id,
+            group_id,
             change,
             expected_revision,
             idempotency_key,
@@ -162,6 +184,10 @@ impl FlowMutation {
         #[graphql(desc = "Another user's id; only admins may pass one other than their own.")]
         user_id: Option<String>,
         #[graphql(
+            desc = "The group, on a GROUP flow; a token naming exactly one group needs none."
+        )]
+        group_id: Option<String>,
+        #[graphql(
             desc = "The revision the change is based on; when the state has moved on, nothing changes and the error (CONFLICT) carries the current revision."
         )]
         expected_revision: Option<i32>,
@@ -175,6 +201,7 @@ impl FlowMutation {
             ctx,
             flow,
             user_id,
+            group_id,
             change,
             expected_revision,
             idempotency_key,
@@ -190,6 +217,10 @@ impl FlowMutation {
         #[graphql(desc = "Another user's id; only admins may pass one other than their own.")]
         user_id: Option<String>,
         #[graphql(
+            desc = "The group, on a GROUP flow; a token naming exactly one group needs none."
+        )]
+        group_id: Option<String>,
+        #[graphql(
             desc = "The revision the change is based on; when the state has moved on, nothing changes and the error (CONFLICT) carries the current revision."
         )]
         expected_revision: Option<i32>,
@@ -203,6 +234,7 @@ impl FlowMutation {
             ctx,
             flow,
             user_id,
+            group_id,
             change,
             expected_revision,
             idempotency_key,
@@ -220,6 +252,10 @@ impl FlowMutation {
         #[graphql(desc = "Another user's id; only admins may pass one other than their own.")]
         user_id: Option<String>,
         #[graphql(
+            desc = "The group, on a GROUP flow; a token naming exactly one group needs none."
+        )]
+        group_id: Option<String>,
+        #[graphql(
             desc = "The revision the change is based on; when the state has moved on, nothing changes and the error (CONFLICT) carries the current revision."
         )]
         expected_revision: Option<i32>,
@@ -233,6 +269,7 @@ impl FlowMutation {
             ctx,
             flow,
             user_id,
+            group_id,
             change,
             expected_revision,
             idempotency_key,
@@ -248,6 +285,10 @@ impl FlowMutation {
         #[graphql(desc = "Another user's id; only admins may pass one other than their own.")]
         user_id: Option<String>,
         #[graphql(
+            desc = "The group, on a GROUP flow; a token naming exactly one group needs none."
+        )]
+        group_id: Option<String>,
+        #[graphql(
             desc = "The revision the change is based on; when the state has moved on, nothing changes and the error (CONFLICT) carries the current revision."
         )]
         expected_revision: Option<i32>,
@@ -261,6 +302,7 @@ impl FlowMutation {
             ctx,
             flow,
             user_id,
+            group_id,
             change,
             expected_revision,
             idempotency_key,
@@ -268,7 +310,20 @@ impl FlowMutation {
         .await
     }
 
-    /// Admins only. Erases every row of the user (flow states, events, idempotency records) in one transaction.
+    /// Admins only. Erases every row of the group (flow states, events, idempotency records) in one transaction.
+    async fn delete_group_data(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The group to erase.")] group_id: String,
+    ) -> async_graphql::Result<DeletedGroupData> {
+        let (flows, viewer) = operations(ctx)?;
+        let erased = flows.erase_group(viewer, group_id.clone()).await;
+        erased
+            .map(|erased| deleted_group(group_id, erased))
+            .map_err(|error| client_error(ctx, error))
+    }
+
+    /// Admins only. Erases every row of the user (flow states, events, idempotency records) in one transaction; anonymizes them in groups' histories.
     async fn delete_user_data(
         &self,
         ctx: &Context<'_>,
@@ -287,6 +342,7 @@ async fn write(
     ctx: &Context<'_>,
     flow: String,
     user_id: Option<String>,
+    group_id: Option<String>,
     change: Result<FlowChange, Error>,
     expected_revision: Option<i32>,
     idempotency_key: Option<String>,
@@ -301,10 +357,34 @@ async fn write(
                 idempotency_key,
                 request_id: request_id(ctx),
             };
-            flows.change(viewer, &flow, user_id, change, options).await
+            flows
+                .change(viewer, &flow, user_id, group_id, change, options)
+                .await
         }
     };
-    result
-        .map(FlowState)
-        .map_err(|error| client_error(ctx, error))
+    match result {
+        Ok(view) => Ok(FlowState(view)),
+        Err(mut error) => {
+            let current_state = match &mut error {
+                Error::Conflict { current_state, .. } => current_state.take(),
+                _ => None,
+            };
+            let refused = client_error(ctx, error);
+            let Some(state) = current_state else {
+                return Err(refused);
+            };
+            // The state as a read would give it, for the client to redraw.
+            match flows.view_of(viewer, *state).await {
+                Ok(view) => {
+                    let json = FlowState(view).to_json();
+                    Err(refused.extend_with(|_, extensions| {
+                        if let Ok(value) = async_graphql::Value::from_json(json) {
+                            extensions.set("currentState", value);
+                        }
+                    }))
+                }
+                Err(_) => Err(refused),
+            }
+        }
+    }
 }

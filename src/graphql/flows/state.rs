@@ -1,13 +1,14 @@
 //! A state in a flow, its steps, its history, and a user's data as a whole.
 
-use async_graphql::{ID, Object, SimpleObject};
+use async_graphql::{ID, Object, ScalarType, SimpleObject};
+use serde_json::{Value, json};
 
 use super::count;
 use super::enums::{FlowEventType, FlowStatusValue, StepStatusValue};
-use crate::db::Erased;
-use crate::domain::{self, StepDeclaration, StepRecord, StepStatus};
+use crate::db::{Erased, ErasedGroup};
+use crate::domain::{self, StepDeclaration, StepRecord, StepStatus, Subject};
 use crate::graphql::scalars::{DateTime, Json};
-use crate::service::{EventPage, FlowStateView, UserData};
+use crate::service::{EventPage, FlowStateView, GroupData, UserData};
 
 /// One user's progress in one step: the step as declared, and what the
 /// user did in it, read only for the fields asked.
@@ -23,9 +24,14 @@ impl StepState<'_> {
             .filter(|record| record.status == status)
             .map(|record| DateTime(record.at))
     }
+
+    fn step_status(&self) -> StepStatus {
+        self.record
+            .map_or(StepStatus::NotStarted, |record| record.status)
+    }
 }
 
-/// One user's progress in one step.
+/// One user's (or group's) progress in one step.
 #[Object(name = "StepState", serial)]
 impl StepState<'_> {
     /// The step's key.
@@ -33,11 +39,19 @@ impl StepState<'_> {
         &self.step.key
     }
 
+    /// The step's title, from the state's version.
+    async fn title(&self) -> &str {
+        &self.step.title
+    }
+
+    /// Whether the step is optional (not needed for the flow to complete), from the state's version.
+    async fn optional(&self) -> bool {
+        self.step.optional
+    }
+
     /// Not started, completed or skipped.
     async fn status(&self) -> StepStatusValue {
-        self.record
-            .map_or(StepStatus::NotStarted, |record| record.status)
-            .into()
+        self.step_status().into()
     }
 
     /// When the step was completed; null unless it is.
@@ -57,20 +71,104 @@ impl StepState<'_> {
     }
 }
 
-/// One user's progress in one flow.
+/// One user's, or one group's, progress in one flow.
 pub struct FlowState(pub(super) FlowStateView);
 
-/// One user's progress in one flow.
-#[Object(name = "FlowState", serial)]
 impl FlowState {
-    /// `<userId>/<flow>`: stable, unique; clients cache by it.
-    async fn id(&self) -> ID {
-        ID(format!("{}/{}", self.0.state.user_id, self.0.state.flow))
+    fn id_text(&self) -> String {
+        let flow = &self.0.state.flow;
+        match &self.0.subject {
+            Subject::User(user) => format!("{}/{flow}", user.as_str()),
+            Subject::Group { group, .. } => format!("group:{}/{flow}", group.as_str()),
+        }
     }
 
-    /// The user this state belongs to.
+    fn current_step_key(&self) -> Option<&str> {
+        let index = usize::try_from(self.0.state.current_step).ok()?;
+        self.0
+            .version()
+            .steps
+            .get(index)
+            .map(|step| step.key.as_str())
+    }
+
+    fn step_states(&self) -> Vec<StepState<'_>> {
+        self.0
+            .version()
+            .steps
+            .iter()
+            .map(|step| StepState {
+                step,
+                record: self.0.state.steps.get(&step.key),
+            })
+            .collect()
+    }
+
+    /// The state as JSON with the field names of the schema, for the
+    /// `currentState` of a CONFLICT.
+    pub(super) fn to_json(&self) -> Value {
+        let time = |at: Option<chrono::DateTime<chrono::Utc>>| {
+            at.map(|at| DateTime(at).to_value().into_json().unwrap_or(Value::Null))
+        };
+        let state = &self.0.state;
+        let steps: Vec<Value> = self
+            .step_states()
+            .iter()
+            .map(|step| {
+                json!({
+                    "key": step.step.key,
+                    "title": step.step.title,
+                    "optional": step.step.optional,
+                    "status": serde_json::to_value(step.step_status()).unwrap_or(Value::Null),
+                    "completedAt": time(step.at(StepStatus::Completed).map(|at| at.0)),
+                    "skippedAt": time(step.at(StepStatus::Skipped).map(|at| at.0)),
+                    "data": step.record.and_then(|record| record.data.clone()),
+                })
+            })
+            .collect();
+        json!({
+            "__typename": "FlowState",
+            "id": self.id_text(),
+            "userId": self.0.subject.user_id(),
+            "groupId": self.0.subject.group_id(),
+            "flow": state.flow,
+            "version": state.version,
+            "status": state.status.as_str(),
+            "currentStepIndex": state.current_step,
+            "currentStep": self.current_step_key(),
+            "steps": steps,
+            "doneSteps": count(state.done_steps(self.0.version())),
+            "totalSteps": count(self.0.version().steps.len()),
+            "startedAt": time(state.started_at),
+            "completedAt": time(state.completed_at),
+            "dismissedAt": time(state.dismissed_at),
+            "snoozedUntil": time(state.snoozed_until),
+            "revision": state.revision,
+            "createdAt": time(Some(state.created_at)),
+            "updatedAt": time(Some(state.updated_at)),
+        })
+    }
+}
+
+/// One user's, or one group's, progress in one flow.
+#[Object(name = "FlowState", serial)]
+impl FlowState {
+    /// Stable, unique across every user's and group's states; clients cache
+    /// by it: `<userId>/<flow>` for a user's, `group:<groupId>/<flow>` for a
+    /// group's.
+    async fn id(&self) -> ID {
+        ID(self.id_text())
+    }
+
+    /// The user this state belongs to; for a group's state, the user asking
+    /// (the caller, or the user an admin names).
     async fn user_id(&self) -> &str {
-        &self.0.state.user_id
+        self.0.subject.user_id()
+    }
+
+    /// The group whose progress this is; null for a USER flow.
+    async fn group_id(&self) -> Option<&str> {
+        self.0.subject.group_id()
     }
 
     /// The flow's key.
@@ -95,25 +193,12 @@ impl FlowState {
 
     /// Key of the current step; null when every step is done, or the flow has no declared steps.
     async fn current_step(&self) -> Option<&str> {
-        let index = usize::try_from(self.0.state.current_step).ok()?;
-        self.0
-            .version()
-            .steps
-            .get(index)
-            .map(|step| step.key.as_str())
+        self.current_step_key()
     }
 
     /// Each step of the version, in order, with the user's progress in it.
     async fn steps(&self) -> Vec<StepState<'_>> {
-        self.0
-            .version()
-            .steps
-            .iter()
-            .map(|step| StepState {
-                step,
-                record: self.0.state.steps.get(&step.key),
-            })
-            .collect()
+        self.step_states()
     }
 
     /// Steps completed or skipped.
@@ -173,9 +258,14 @@ impl FlowEvent {
         ID(self.0.id.to_string())
     }
 
-    /// The user whose state changed.
+    /// The user whose state changed; for a group's event, the member (or admin) who changed it.
     async fn user_id(&self) -> &str {
         &self.0.user_id
+    }
+
+    /// The group whose progress changed; null for a USER flow.
+    async fn group_id(&self) -> Option<&str> {
+        self.0.group_id.as_deref()
     }
 
     /// The flow's key.
@@ -315,15 +405,73 @@ pub struct DeletedUserData {
     /// Events in other users' histories whose actor was this user (an admin
     /// acting for them), now with the actor `(erased)`.
     events_anonymized: i32,
+    /// Events in groups' histories whose actor was this user, now anonymized: their actor `(erased)`, their data cleared.
+    group_events_anonymized: i32,
+}
+
+fn rows(rows: u64) -> i32 {
+    i32::try_from(rows).unwrap_or(i32::MAX)
 }
 
 pub(super) fn deleted(user_id: String, erased: Erased) -> DeletedUserData {
-    let count = |rows: u64| i32::try_from(rows).unwrap_or(i32::MAX);
     DeletedUserData {
         user_id,
-        flow_states: count(erased.flow_states),
-        events: count(erased.events),
-        idempotency_keys: count(erased.idempotency_keys),
-        events_anonymized: count(erased.events_anonymized),
+        flow_states: rows(erased.flow_states),
+        events: rows(erased.events),
+        idempotency_keys: rows(erased.idempotency_keys),
+        events_anonymized: rows(erased.events_anonymized),
+        group_events_anonymized: rows(erased.group_events_anonymized),
+    }
+}
+
+/// Everything the service keeps about one group.
+#[derive(SimpleObject)]
+#[graphql(name = "GroupData", serial)]
+pub struct GroupDataObject {
+    /// The group.
+    group_id: String,
+    /// The group's state in every GROUP flow it has one in.
+    flow_states: Vec<FlowState>,
+    /// The group's events, newest first: the whole history up to 100
+    /// events, else the newest 100 (see `eventsPageInfo`).
+    events: Vec<FlowEvent>,
+    /// Whether older events follow `events`; when they do, page on with
+    /// `flowEvents(groupId: ..., after: eventsPageInfo.endCursor)`, or export
+    /// the whole history with `onboarding groups export GROUP`.
+    events_page_info: PageInfo,
+}
+
+impl From<GroupData> for GroupDataObject {
+    fn from(data: GroupData) -> Self {
+        let FlowEventConnection { edges, page_info } = data.events.into();
+        Self {
+            group_id: data.group_id,
+            flow_states: data.flow_states.into_iter().map(FlowState).collect(),
+            events: edges.into_iter().map(|edge| edge.node).collect(),
+            events_page_info: page_info,
+        }
+    }
+}
+
+/// What erasing a group removed.
+#[derive(SimpleObject)]
+#[graphql(name = "DeletedGroupData", serial)]
+pub struct DeletedGroupData {
+    /// The group, now as if never seen.
+    group_id: String,
+    /// Flow states removed.
+    flow_states: i32,
+    /// Events removed.
+    events: i32,
+    /// Idempotency records of writes to the group's states removed.
+    idempotency_keys: i32,
+}
+
+pub(super) fn deleted_group(group_id: String, erased: ErasedGroup) -> DeletedGroupData {
+    DeletedGroupData {
+        group_id,
+        flow_states: rows(erased.flow_states),
+        events: rows(erased.events),
+        idempotency_keys: rows(erased.idempotency_keys),
     }
 }

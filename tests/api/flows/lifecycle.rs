@@ -32,7 +32,7 @@ async fn the_first_flow_state_read_creates_a_not_started_state_on_the_latest_ver
     assert_eq!(state["status"], "NOT_STARTED");
     assert_eq!(state["currentStepIndex"], 0);
     assert_eq!(state["currentStep"], "profile");
-    let fresh_step = |key: &str| json!({ "key": key, "status": "NOT_STARTED", "completedAt": null, "skippedAt": null, "data": null });
+    let fresh_step = |key: &str| json!({ "key": key, "title": format!("Step {key}"), "optional": false, "status": "NOT_STARTED", "completedAt": null, "skippedAt": null, "data": null });
     assert_eq!(
         state["steps"],
         json!([
@@ -339,7 +339,7 @@ async fn restart_flow_clears_the_state_back_to_not_started(backend: Backend) {
     for step in restarted["steps"].as_array().expect("steps") {
         assert_eq!(
             step,
-            &json!({ "key": step["key"], "status": "NOT_STARTED", "completedAt": null, "skippedAt": null, "data": null }),
+            &json!({ "key": step["key"], "title": step["title"], "optional": false, "status": "NOT_STARTED", "completedAt": null, "skippedAt": null, "data": null }),
             "every step is cleared"
         );
     }

@@ -15,14 +15,25 @@ use crate::on_both_backends;
 
 /// The migrations of the release before flows: the first file of the backend.
 async fn earlier_migrations(backend: Backend) -> (Migrator, tempdir::Kept) {
+    migrations_before(backend, "20261126000000").await
+}
+
+/// The migrations of the backend older than `version`, as an earlier release
+/// applied them.
+async fn migrations_before(backend: Backend, version: &str) -> (Migrator, tempdir::Kept) {
     let directory = match backend {
         Backend::Sqlite => "migrations/sqlite",
         Backend::Postgres => "migrations/postgres",
     };
     let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(directory);
     let kept = tempdir::Kept::new();
-    let first = "20261124000000_create_onboarding_state.sql";
-    std::fs::copy(source.join(first), kept.path().join(first)).expect("copy the first migration");
+    for entry in std::fs::read_dir(&source).expect("the migrations") {
+        let name = entry.expect("an entry").file_name();
+        let name = name.to_str().expect("a UTF-8 name");
+        if name < version {
+            std::fs::copy(source.join(name), kept.path().join(name)).expect("copy a migration");
+        }
+    }
     let migrator = Migrator::new(kept.path().to_owned())
         .await
         .expect("the earlier migrations");
@@ -133,7 +144,110 @@ async fn rows_of_the_earlier_release_are_states_of_the_onboarding_flow(backend: 
     assert_eq!(midway["flowState"]["revision"], 1);
 }
 
-on_both_backends!(rows_of_the_earlier_release_are_states_of_the_onboarding_flow);
+/// What the release before team flows wrote: a published flow, a user's
+/// state in it with an event, and an idempotency key (made at `$1`).
+const WRITTEN_BEFORE_GROUPS: [&str; 4] = [
+    "insert into flow_version (flow, version, title, steps, reonboarding, published_at) \
+     values ('tour', 1, 'Tour', '[{\"key\":\"welcome\",\"title\":\"Welcome\",\"optional\":false}]', \
+     'KEEP', '2026-12-01T10:00:00Z')",
+    "insert into flow_state (user_id, flow, version, status, current_step, steps, started_at, \
+     revision, created_at, updated_at) values ('ann', 'tour', 1, 'IN_PROGRESS', 0, '{}', \
+     '2026-12-01T11:00:00Z', 1, '2026-12-01T11:00:00Z', '2026-12-01T11:00:00Z')",
+    "insert into flow_event (user_id, flow, version, type, actor, at) \
+     values ('ann', 'tour', 1, 'FLOW_STARTED', 'ann', '2026-12-01T11:00:00Z')",
+    "insert into idempotency_key (user_id, key, request, response, created_at) \
+     values ('ann', 'old-key', 'r', '{}', $1)",
+];
+
+async fn a_database_written_before_team_flows_keeps_working_every_flow_user(backend: Backend) {
+    let db = TestDatabase::create(backend).await;
+    let (migrator, _kept) = migrations_before(backend, "20261203000000").await;
+    match backend {
+        Backend::Sqlite => {
+            let mut connection = sqlx::sqlite::SqliteConnectOptions::from_str(&db.url)
+                .expect("a SQLite URL")
+                .create_if_missing(true)
+                .connect()
+                .await
+                .expect("the SQLite file");
+            migrator.run(&mut connection).await.expect("migrated");
+            for statement in WRITTEN_BEFORE_GROUPS {
+                let query = sqlx::query(statement);
+                let query = if statement.contains("$1") {
+                    query.bind(Utc::now())
+                } else {
+                    query
+                };
+                query.execute(&mut connection).await.expect("a row");
+            }
+        }
+        Backend::Postgres => {
+            let mut connection = sqlx::PgConnection::connect(&db.url)
+                .await
+                .expect("Postgres");
+            migrator.run(&mut connection).await.expect("migrated");
+            for statement in WRITTEN_BEFORE_GROUPS {
+                let query = sqlx::query(statement);
+                let query = if statement.contains("$1") {
+                    query.bind(Utc::now())
+                } else {
+                    query
+                };
+                query.execute(&mut connection).await.expect("a row");
+            }
+        }
+    }
+    let url = db.url.clone();
+    let app = spawn_app_with(backend, |args| args.database.database_url = url).await;
+    let body = gql(
+        &app,
+        Who::Admin,
+        "{ flow(key: \"tour\") { scope version } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        body["data"]["flow"],
+        json!({ "scope": "USER", "version": 1 }),
+        "{body}"
+    );
+    let ann = Who::User("ann");
+    let query = "mutation { completeStep(flow: \"tour\", step: \"welcome\") { \
+        revision status groupId steps { title optional } } }";
+    let body = gql(&app, ann, query, json!({})).await;
+    assert_eq!(
+        body["data"]["completeStep"],
+        json!({ "revision": 2, "status": "COMPLETED", "groupId": null,
+                "steps": [{ "title": "Welcome", "optional": false }] }),
+        "{body}"
+    );
+    let query = "{ flowEvents(flow: \"tour\") { edges { node { type userId groupId } } } }";
+    let body = gql(&app, ann, query, json!({})).await;
+    let edges = body["data"]["flowEvents"]["edges"]
+        .as_array()
+        .expect("edges")
+        .clone();
+    assert_eq!(edges.len(), 3, "{body}");
+    assert!(
+        edges
+            .iter()
+            .all(|edge| edge["node"]["userId"] == "ann" && edge["node"]["groupId"].is_null())
+    );
+    // Erasing the user still finds every row, the old key included.
+    let query =
+        "mutation { deleteUserData(userId: \"ann\") { flowStates events idempotencyKeys } }";
+    let body = gql(&app, Who::Admin, query, json!({})).await;
+    assert_eq!(
+        body["data"]["deleteUserData"],
+        json!({ "flowStates": 1, "events": 3, "idempotencyKeys": 1 }),
+        "{body}"
+    );
+}
+
+on_both_backends!(
+    rows_of_the_earlier_release_are_states_of_the_onboarding_flow,
+    a_database_written_before_team_flows_keeps_working_every_flow_user,
+);
 
 /// A directory removed when dropped.
 mod tempdir {

@@ -9,6 +9,8 @@ mod declarations;
 mod erasure_races;
 mod events;
 mod grouped_writes;
+mod groups;
+mod groups_data;
 mod lifecycle;
 mod migration;
 mod original_api;
@@ -28,8 +30,8 @@ use crate::helpers::{TestApp, error_code, post_graphql, token};
 const ADMIN: &str = "the-admin";
 
 /// Every field of a `FlowState`.
-const STATE: &str = "id userId flow version status currentStepIndex currentStep \
-     steps { key status completedAt skippedAt data } doneSteps totalSteps \
+const STATE: &str = "id userId groupId flow version status currentStepIndex currentStep \
+     steps { key title optional status completedAt skippedAt data } doneSteps totalSteps \
      startedAt completedAt dismissedAt snoozedUntil revision createdAt updatedAt";
 
 /// Every field of a `Flow`, with its versions.
@@ -37,7 +39,7 @@ const FLOW: &str = "key title version publishedAt steps { key title optional } \
      versions { version title reonboarding publishedAt steps { key title optional } }";
 
 /// Every field of a `FlowEvent`.
-const EVENT: &str = "id userId flow version type step actor requestId at data";
+const EVENT: &str = "id userId groupId flow version type step actor requestId at data";
 
 /// The steps of the flow most tests use.
 const CHECKLIST: [&str; 3] = ["profile", "invite", "connect"];
@@ -46,6 +48,9 @@ const CHECKLIST: [&str; 3] = ["profile", "invite", "connect"];
 #[derive(Debug, Clone, Copy)]
 enum Who<'a> {
     User(&'a str),
+    /// A user whose token names these groups in `org_id` (the default
+    /// groups claim): one as a string, several as an array.
+    Member(&'a str, &'a [&'a str]),
     Admin,
     Nobody,
 }
@@ -54,10 +59,31 @@ impl Who<'_> {
     fn token(self) -> Option<String> {
         match self {
             Who::User(sub) => Some(token(sub, &[])),
+            Who::Member(sub, groups) => Some(member_token(sub, groups, &[])),
             Who::Admin => Some(token(ADMIN, &["admin"])),
             Who::Nobody => None,
         }
     }
+}
+
+/// A token for `sub` with `roles`, naming `groups` in `org_id`: one as a
+/// string (Auth0, Clerk), several as an array.
+fn member_token(sub: &str, groups: &[&str], roles: &[&str]) -> String {
+    let org_id = match groups {
+        [one] => json!(one),
+        several => json!(several),
+    };
+    let claims = json!({
+        "sub": sub,
+        "roles": roles,
+        "org_id": org_id,
+        "exp": crate::helpers::unix_now() + 3600,
+    });
+    crate::helpers::sign(
+        &claims,
+        jsonwebtoken::Algorithm::HS256,
+        &jsonwebtoken::EncodingKey::from_secret(crate::helpers::SECRET.as_bytes()),
+    )
 }
 
 async fn send(app: &TestApp, who: Who<'_>, query: &str, variables: Value) -> reqwest::Response {
@@ -113,7 +139,7 @@ fn variable_type(name: &str) -> &'static str {
         "flow" | "step" | "key" => "String!",
         "until" => "DateTime!",
         "data" => "JSON",
-        "userId" | "idempotencyKey" | "after" => "String",
+        "userId" | "groupId" | "idempotencyKey" | "after" => "String",
         "expectedRevision" | "first" => "Int",
         "input" => "PublishFlowInput!",
         other => panic!("no variable type for `{other}`"),

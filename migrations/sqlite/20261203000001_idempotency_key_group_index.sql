@@ -1,0 +1,4 @@
+-- The idempotency records of one group, for erasing the group. Partial:
+-- users' own keys, the most, are not in it.
+create index idempotency_key_by_group
+    on idempotency_key (group_id) where group_id is not null;

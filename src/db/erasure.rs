@@ -1,0 +1,196 @@
+//! Erasure: every row of a user, or of a group, in one transaction.
+//!
+//! A group's states and events are kept under the group's id in `user_id`
+//! (a flow has one scope, so the two never share a flow); the statements
+//! about one user leave groups' rows alone, and the ones about a group
+//! touch only its flows.
+
+use sqlx::sqlite::SqlitePool;
+
+use super::DbError;
+use super::flows::{Backend, FlowStore, to_the_end};
+use super::pooler;
+use crate::domain::{ERASED_ACTOR, Error};
+
+/// How many rows erasing a user removed, per kind, and how many events of
+/// others named them as the actor: an admin acting for a user, or a member
+/// changing a group's state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Erased {
+    pub flow_states: u64,
+    pub events: u64,
+    pub idempotency_keys: u64,
+    /// Users' events the user made as an admin, now with the actor `(erased)`.
+    pub events_anonymized: u64,
+    /// Groups' events the user made, now with the actor `(erased)` and no data.
+    pub group_events_anonymized: u64,
+}
+
+/// How many rows erasing a group removed, per kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ErasedGroup {
+    pub flow_states: u64,
+    pub events: u64,
+    pub idempotency_keys: u64,
+}
+
+/// What erasing the user `$1` runs, in order, `$2` being the actor that
+/// replaces theirs.
+const ERASE_USER: [&str; 7] = [
+    concat!(
+        "delete from flow_state where user_id = $1 and flow not in ",
+        group_flows!()
+    ),
+    "delete from onboarding_state where user_id = $1",
+    concat!(
+        "delete from flow_event where user_id = $1 and flow not in ",
+        group_flows!()
+    ),
+    "delete from idempotency_key where user_id = $1",
+    // Groups' events the user made: `actor <> user_id` lets the partial
+    // index by actor serve; the next statement takes those of a group whose
+    // id is the user's own.
+    concat!(
+        "update flow_event set actor = $2, data = null \
+         where actor = $1 and actor <> user_id and flow in ",
+        group_flows!()
+    ),
+    concat!(
+        "update flow_event set actor = $2, data = null \
+         where user_id = $1 and actor = $1 and flow in ",
+        group_flows!()
+    ),
+    // Other users' events the user made, as an admin acting for them.
+    "update flow_event set actor = $2 where actor = $1 and actor <> user_id",
+];
+
+/// What erasing the group `$1` runs, in order.
+const ERASE_GROUP: [&str; 3] = [
+    concat!(
+        "delete from flow_state where user_id = $1 and flow in ",
+        group_flows!()
+    ),
+    concat!(
+        "delete from flow_event where user_id = $1 and flow in ",
+        group_flows!()
+    ),
+    "delete from idempotency_key where group_id = $1",
+];
+
+/// The statements, as functions over one backend's pool.
+macro_rules! backend {
+    ($module:ident, $db:ty, $begin:expr) => {
+        mod $module {
+            use super::*;
+
+            /// Runs `statements` with `$1` and `$2` in one transaction: the
+            /// rows each changed.
+            pub async fn run<const N: usize>(
+                pool: &sqlx::Pool<$db>,
+                statements: [&'static str; N],
+                first: &str,
+                second: &str,
+            ) -> Result<[u64; N], Error> {
+                let mut tx = pool.begin_with($begin).await.map_err(DbError::from)?;
+                let mut counts = [0; N];
+                for (statement, count) in statements.into_iter().zip(&mut counts) {
+                    *count = sqlx::query(statement)
+                        .persistent(false)
+                        .bind(first)
+                        .bind(second)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(DbError::from)?
+                        .rows_affected();
+                }
+                tx.commit().await.map_err(DbError::from)?;
+                Ok(counts)
+            }
+        }
+    };
+}
+
+backend!(on_sqlite, sqlx::Sqlite, "begin immediate");
+backend!(on_postgres, sqlx::Postgres, pooler::begin_statement());
+
+impl FlowStore {
+    /// Every row of the user in every table that holds users' data, and the
+    /// user as the actor of others' and groups' events, in one transaction.
+    /// SQLite's connections overwrite deleted content (`secure_delete`);
+    /// the write-ahead log, which still holds the pages as they were, is
+    /// then checkpointed and emptied.
+    pub async fn erase(&self, user_id: &str) -> Result<Erased, Error> {
+        let [
+            flow_states,
+            onboarding_states,
+            events,
+            idempotency_keys,
+            group_events,
+            own_group_events,
+            events_anonymized,
+        ] = self.erase_rows(ERASE_USER, user_id).await?;
+        Ok(Erased {
+            flow_states: flow_states + onboarding_states,
+            events,
+            idempotency_keys,
+            events_anonymized,
+            group_events_anonymized: group_events + own_group_events,
+        })
+    }
+
+    /// Every state, event and idempotency record of the group, in one
+    /// transaction.
+    pub async fn erase_group(&self, group_id: &str) -> Result<ErasedGroup, Error> {
+        let [flow_states, events, idempotency_keys] =
+            self.erase_rows(ERASE_GROUP, group_id).await?;
+        Ok(ErasedGroup {
+            flow_states,
+            events,
+            idempotency_keys,
+        })
+    }
+
+    async fn erase_rows<const N: usize>(
+        &self,
+        statements: [&'static str; N],
+        id: &str,
+    ) -> Result<[u64; N], Error> {
+        let (backend, id) = (self.backend.clone(), id.to_owned());
+        // In the task that runs to the end: a client that goes away after
+        // the commit does not leave the log unemptied.
+        to_the_end(async move {
+            match &backend {
+                Backend::Sqlite { pool, .. } => {
+                    let counts = on_sqlite::run(pool, statements, &id, ERASED_ACTOR).await?;
+                    empty_the_log(pool).await;
+                    Ok(counts)
+                }
+                Backend::Postgres { pool, .. } => {
+                    on_postgres::run(pool, statements, &id, ERASED_ACTOR).await
+                }
+            }
+        })
+        .await
+    }
+}
+
+/// Copies every page of SQLite's write-ahead log into the database and
+/// truncates the log. It waits for readers of older snapshots, up to the
+/// busy timeout, and tries again a few times; a log that stays in use is
+/// emptied by a later erasure or checkpoint.
+async fn empty_the_log(pool: &SqlitePool) {
+    for _ in 0..5 {
+        let checkpoint = sqlx::query_as::<_, (i64, i64, i64)>("pragma wal_checkpoint(truncate)")
+            .fetch_one(pool)
+            .await;
+        match checkpoint {
+            Ok((0, _, _)) => return,
+            Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+            Err(error) => {
+                tracing::warn!(%error, "cannot checkpoint the SQLite log after an erasure");
+                return;
+            }
+        }
+    }
+    tracing::warn!("the SQLite log stayed in use after an erasure; a later checkpoint empties it");
+}
