@@ -83,7 +83,7 @@ impl Application {
             return Err(StartError::DevNotLoopback(args.listen_addr));
         }
         let verifier = Verifier::from_settings(&args.jwt, args.dev).await?;
-        let cors = Cors::new(&args.cors_allowed_origins)?;
+        let cors = Cors::new(&args.cors_allowed_origins, args.dev)?;
         let dev_token = if args.dev { demo_token(args)? } else { None };
         connections::raise_file_limit(args.max_connections as usize);
         let db = connect_waiting(&args.database, args.database_wait).await?;

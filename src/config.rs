@@ -163,7 +163,8 @@ pub struct ServeArgs {
     pub no_migrate: bool,
 
     /// Browser origins allowed to call the API (comma-separated, e.g.
-    /// `https://app.example.com`). None by default: same-origin only.
+    /// `https://app.example.com`). None by default: same-origin only
+    /// (`--dev` adds loopback origins: `http://localhost:5173` and the like).
     #[arg(long, env = "CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub cors_allowed_origins: Vec<String>,
 
@@ -190,7 +191,7 @@ pub struct ServeArgs {
     pub idle_timeout: Duration,
 
     /// Laptop mode: use a built-in signing secret when no JWT key is configured,
-    /// bind loopback only, and print a demo token.
+    /// bind loopback only, allow loopback browser origins, and print a demo token.
     #[arg(long)]
     pub dev: bool,
 }

@@ -2,6 +2,7 @@
 //! when one that may not tries, since the browser alone sees why it failed.
 
 use std::collections::HashSet;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -35,8 +36,10 @@ pub struct Cors {
 }
 
 impl Cors {
-    /// The layer for `origins`, as `CORS_ALLOWED_ORIGINS` lists them.
-    pub fn new(origins: &[String]) -> Result<Self, BadOrigin> {
+    /// The layer for `origins`, as `CORS_ALLOWED_ORIGINS` lists them, and
+    /// for every loopback origin too when `allow_loopback` (`serve --dev`,
+    /// which listens on loopback only, so a page on `localhost:5173` works).
+    pub fn new(origins: &[String], allow_loopback: bool) -> Result<Self, BadOrigin> {
         let origins = origins
             .iter()
             .map(|origin| origin.trim())
@@ -53,8 +56,16 @@ impl Cors {
             .filter_map(|origin| origin.to_str().ok())
             .collect::<Vec<_>>()
             .join(",");
+        let allow_origin = if allow_loopback {
+            let listed = origins.clone();
+            AllowOrigin::predicate(move |origin, _| {
+                listed.contains(origin) || is_loopback_origin(origin)
+            })
+        } else {
+            AllowOrigin::list(origins.clone())
+        };
         let layer = CorsLayer::new()
-            .allow_origin(AllowOrigin::list(origins.clone()))
+            .allow_origin(allow_origin)
             .allow_methods([Method::GET, Method::POST])
             .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT])
             .expose_headers([HeaderName::from_static("x-request-id")])
@@ -63,6 +74,7 @@ impl Cors {
             layer,
             refused: Arc::new(Refused {
                 allowed: origins,
+                allow_loopback,
                 listed,
                 warned: Mutex::default(),
             }),
@@ -113,6 +125,7 @@ where
 #[derive(Debug)]
 struct Refused {
     allowed: Vec<HeaderValue>,
+    allow_loopback: bool,
     /// `allowed` as `CORS_ALLOWED_ORIGINS` spells it, for the warning's example.
     listed: String,
     warned: Mutex<HashSet<Box<str>>>,
@@ -122,7 +135,10 @@ impl Refused {
     /// Logs `origin` unless it is allowed or the server's own: browsers send
     /// `Origin` on their same-origin POSTs too.
     fn check(&self, origin: &HeaderValue, headers: &HeaderMap) {
-        if self.allowed.contains(origin) || is_same_origin(origin, headers) {
+        if self.allowed.contains(origin)
+            || (self.allow_loopback && is_loopback_origin(origin))
+            || is_same_origin(origin, headers)
+        {
             return;
         }
         let Some(origin) = origin
@@ -183,4 +199,93 @@ fn is_origin(text: &str) -> bool {
         .strip_prefix("https://")
         .or_else(|| text.strip_prefix("http://"));
     host.is_some_and(|host| !host.is_empty() && !host.contains(['/', '*', '?', '#', '@', ' ']))
+}
+
+/// Whether `origin` is exactly `http(s)://` and a loopback host (`localhost`,
+/// `127.0.0.0/8`, `[::1]`) with an optional port: look-alikes such as
+/// `http://localhost.evil.com` or `http://localhost@evil.com` are not.
+fn is_loopback_origin(origin: &HeaderValue) -> bool {
+    let Some(authority) = origin.to_str().ok().and_then(|origin| {
+        origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"))
+    }) else {
+        return false;
+    };
+    let (loopback_host, port) = match authority.strip_prefix('[') {
+        // Only an IPv6 address is written in brackets.
+        Some(bracketed) => match bracketed.split_once(']') {
+            Some((ip, port)) => (
+                ip.parse::<Ipv6Addr>().is_ok_and(|ip| ip.is_loopback()),
+                port,
+            ),
+            None => return false,
+        },
+        None => {
+            let (host, port) = authority.split_at(authority.find(':').unwrap_or(authority.len()));
+            let loopback =
+                host == "localhost" || host.parse::<Ipv4Addr>().is_ok_and(|ip| ip.is_loopback());
+            (loopback, port)
+        }
+    };
+    // `u16::from_str` alone would take `+80`, which no browser sends.
+    let valid_port = port.is_empty()
+        || port.strip_prefix(':').is_some_and(|digits| {
+            !digits.is_empty()
+                && digits.bytes().all(|byte| byte.is_ascii_digit())
+                && digits.parse::<u16>().is_ok()
+        });
+    loopback_host && valid_port
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loopback(origin: &str) -> bool {
+        is_loopback_origin(&HeaderValue::from_str(origin).expect("a header value"))
+    }
+
+    #[test]
+    fn loopback_hosts_on_any_port_or_none_are_loopback_origins() {
+        for origin in [
+            "http://localhost",
+            "http://localhost:5173",
+            "https://localhost:5173",
+            "http://127.0.0.1",
+            "http://127.0.0.1:8080",
+            "http://127.0.0.2:1",
+            "http://[::1]",
+            "http://[::1]:65535",
+        ] {
+            assert!(loopback(origin), "{origin}");
+        }
+    }
+
+    #[test]
+    fn look_alikes_are_not_loopback_origins() {
+        for origin in [
+            "http://localhost.evil.com",
+            "http://127.0.0.1.evil.com:80",
+            "http://localhostx:1",
+            "http://evil.com#localhost",
+            "http://localhost@evil.com",
+            "http://localhost:1@evil.com",
+            "http://[::1].evil.com",
+            "http://[::1]evil.com",
+            "http://[::ffff:127.0.0.1]",
+            "http://::1",
+            "http://[127.0.0.1]",
+            "http://localhost/",
+            "http://localhost:",
+            "http://localhost:+80",
+            "http://localhost:65536",
+            "http://localhost:80:80",
+            "http://127.1",
+            "ws://localhost",
+            "null",
+        ] {
+            assert!(!loopback(origin), "{origin}");
+        }
+    }
 }

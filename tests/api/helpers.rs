@@ -459,6 +459,16 @@ impl ServerProcess {
     /// Starts `onboarding serve` with JSON logs on a random port and waits
     /// until it listens.
     pub async fn start(database_url: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_command(&["serve"], database_url, env).await
+    }
+
+    /// Starts `onboarding serve --dev` as `start` does (with `JWT_SECRET`
+    /// set, so the test's tokens still verify).
+    pub async fn start_dev(database_url: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_command(&["serve", "--dev"], database_url, env).await
+    }
+
+    async fn start_command(args: &[&str], database_url: &str, env: &[(&str, &str)]) -> Self {
         let mut all = vec![
             ("DATABASE_URL", database_url),
             ("LISTEN_ADDR", "127.0.0.1:0"),
@@ -468,7 +478,7 @@ impl ServerProcess {
             ("SHUTDOWN_DRAIN", "0s"),
         ];
         all.extend_from_slice(env);
-        let mut child = command(&["serve"], &all)
+        let mut child = command(args, &all)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .spawn()
