@@ -5,6 +5,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ApolloClient, CombinedGraphQLErrors, HttpLink, InMemoryCache, gql } from '@apollo/client';
+import { SetContextLink } from '@apollo/client/link/context';
 import { Client, cacheExchange, fetchExchange } from '@urql/core';
 import { print } from 'graphql';
 import { backends, startServer } from './server.mjs';
@@ -255,6 +256,28 @@ for (const backend of backends()) {
       const fresh = await client.query({ query, variables, fetchPolicy: 'network-only' });
       assert.deepEqual(fresh.data.flowState, finished);
       assert.equal(network.calls.length, 4);
+    });
+
+    test("the README's link chain, a SetContextLink before the HttpLink, signs each request with a fresh token", async () => {
+      let asked = 0;
+      const getAccessToken = async () => {
+        asked += 1;
+        return server.token('apollo-erin');
+      };
+      const network = countingFetch();
+      const auth = new SetContextLink(async ({ headers }) => ({
+        headers: { ...headers, Authorization: `Bearer ${await getAccessToken()}` },
+      }));
+      const client = new ApolloClient({
+        link: auth.concat(new HttpLink({ uri: server.graphqlUrl, fetch: network.fetch })),
+        cache: new InMemoryCache(),
+      });
+      const { data } = await client.query({ query: exampleOperation('OnboardingState') });
+      assert.equal(data.onboardingState.userId, 'apollo-erin');
+      const completed = await client.mutate({ mutation: exampleOperation('CompleteOnboarding'), variables: { step: 2 } });
+      assert.equal(completed.data.completeOnboarding.currentStep, 2);
+      assert.equal(asked, 2, 'one token per request');
+      assert.deepEqual(network.statuses, [200, 200]);
     });
 
     test("a member's own state and the group's state stay apart in the normalized cache", async () => {

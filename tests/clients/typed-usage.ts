@@ -1,6 +1,7 @@
 // A small typed client of the onboarding API, as a frontend would write it with
-// the types @graphql-codegen/cli generates from schema.graphql and
-// examples/operations.graphql (`npm run codegen-check` compiles it with tsc).
+// the types @graphql-codegen/cli generates with examples/codegen.ts from
+// schema.graphql and examples/operations.graphql (`npm run codegen-check`
+// generates them in generated/app and compiles this file with tsc).
 // Renaming, retyping or dropping a field in the schema or the operations breaks
 // the compilation here.
 import { ApolloClient, HttpLink, InMemoryCache } from '@apollo/client';
@@ -19,7 +20,7 @@ import {
   type OnboardingStateQuery,
   type SetOnboardingStepMutationVariables,
   type StepStatus,
-} from './generated/graphql';
+} from './generated/app/src/generated/graphql';
 
 type State = OnboardingStateQuery['onboardingState'];
 
