@@ -42,14 +42,29 @@ pub async fn list_flows(database: &DatabaseArgs) -> Result {
     if published.is_empty() {
         eprintln!("No flow is published yet: `onboarding flows publish FILE` publishes some.");
     }
-    for flow in published {
-        let latest = flow.latest();
+    let rows: Vec<[String; 4]> = published
+        .iter()
+        .map(|flow| {
+            let latest = flow.latest();
+            let steps = match latest.steps.len() {
+                1 => "1 step".to_owned(),
+                n => format!("{n} steps"),
+            };
+            let version = format!("version {}", latest.version);
+            [latest.flow.clone(), version, steps, latest.title.clone()]
+        })
+        .collect();
+    // Columns lined up with spaces, for people: a tab lines up only short keys.
+    let width = |column: usize| {
+        rows.iter()
+            .map(|row| row[column].chars().count())
+            .max()
+            .unwrap_or(0)
+    };
+    let (key_width, version_width, steps_width) = (width(0), width(1), width(2));
+    for [key, version, steps, title] in &rows {
         print(&format!(
-            "{}\tversion {}\t{} steps\t{}\n",
-            latest.flow,
-            latest.version,
-            latest.steps.len(),
-            latest.title
+            "{key:key_width$}   {version:version_width$}   {steps:steps_width$}   {title}\n"
         ))?;
     }
     Ok(())

@@ -242,8 +242,10 @@ async fn flows_list_prints_each_flow_with_its_version_title_and_number_of_steps(
         "title": "Product tour",
         "steps": [{ "key": "welcome", "title": "Welcome" }, { "key": "search", "title": "Search" }, { "key": "share", "title": "Share" }],
     });
+    let hello =
+        json!({ "key": "hello", "title": "Hello", "steps": [{ "key": "wave", "title": "Wave" }] });
     succeeded(
-        &publish_file(&db, &json!([first, tour])),
+        &publish_file(&db, &json!([first, tour, hello])),
         &["flows", "publish"],
     );
     succeeded(&publish_file(&db, &second), &["flows", "publish"]);
@@ -265,6 +267,13 @@ async fn flows_list_prints_each_flow_with_its_version_title_and_number_of_steps(
     assert!(
         numbers.contains(&1) && numbers.contains(&3),
         "version 1, 3 steps: {line}"
+    );
+    // In columns lined up with spaces, as a person reads them and the README shows them.
+    assert_eq!(
+        printed,
+        "checklist   version 2   5 steps   Setup checklist\n\
+         hello       version 1   1 step    Hello\n\
+         tour        version 1   3 steps   Product tour\n"
     );
 }
 
