@@ -117,9 +117,9 @@ pub async fn export(whose: Whose, id: &str, database: &DatabaseArgs) -> Result {
          eventsPageInfo {{ hasNextPage endCursor }} }} }}"
     );
     let older = format!(
-        "query Older(${argument}: String, $after: String) {{ \
-         flowEvents({argument}: ${argument}, first: 100, after: $after) {{ \
-         edges {{ node {{ {EVENT} }} }} pageInfo {{ hasNextPage endCursor }} }} }}"
+        "query Older(${argument}: String!, $after: String) {{ \
+         export{name}Data({argument}: ${argument}, after: $after) {{ \
+         events {{ {EVENT} }} eventsPageInfo {{ hasNextPage endCursor }} }} }}"
     );
     let operator = Operator::open(database).await?;
     let exported = operator.run(&export, json!({ argument: id })).await;
@@ -149,15 +149,9 @@ pub async fn export(whose: Whose, id: &str, database: &DatabaseArgs) -> Result {
         while page["hasNextPage"] == true {
             let variables = json!({ argument: id, "after": page["endCursor"] });
             let mut older = operator.run(&older, variables).await?;
-            let events = older["flowEvents"].take();
-            write_events(
-                &mut events["edges"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|edge| &edge["node"]),
-            )?;
-            page = events["pageInfo"].clone();
+            let older = older[format!("export{name}Data")].take();
+            write_events(&mut older["events"].as_array().into_iter().flatten())?;
+            page = older["eventsPageInfo"].clone();
         }
         print("\n  ]\n}\n")
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::domain::UserId;
+use crate::domain::{ERASED_ACTOR, GroupId, UserId};
 
 /// GraphQL API server that keeps each user's onboarding progress.
 #[derive(Debug, Parser)]
@@ -305,7 +305,7 @@ pub struct TokenArgs {
 
     /// Group to put in the `org_id` claim (the default JWT_GROUPS_CLAIM):
     /// once, a string; repeated, an array.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_group_id)]
     pub group: Vec<String>,
 
     /// How long the token is valid, default 1h (e.g. `15m`, `7d`).
@@ -334,10 +334,19 @@ pub struct TokenArgs {
 fn parse_user_id(text: &str) -> Result<UserId, String> {
     UserId::parse(text.to_owned()).map_err(|_| {
         format!(
-            "a user id is 1 to {} bytes with no NUL character; the server refuses any other `sub`",
+            "a user id is 1 to {} bytes with no NUL character, and not `{ERASED_ACTOR}`; the \
+             server refuses any other `sub`",
             UserId::MAX_BYTES
         )
     })
+}
+
+/// A group id the server accepts in the groups claim, by the rule of
+/// `GroupId::parse`.
+fn parse_group_id(text: &str) -> Result<String, String> {
+    GroupId::parse(text.to_owned())
+        .map(|group| group.as_str().to_owned())
+        .map_err(|error| format!("{error} The server refuses a token naming any other group."))
 }
 
 /// A token lifetime such as `15m` or `7d`, at most ten years.

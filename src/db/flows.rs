@@ -110,14 +110,34 @@ fn select_events(scope: Scope, flow: bool, before: bool) -> &'static str {
     }
 }
 
-/// The events of groups' states that the user `$1` made, newest first, at
-/// most `$2`. `actor <> user_id` lets the partial index by actor serve.
-const SELECT_GROUP_EVENTS_BY: &str = concat!(
-    "select id, user_id, flow, version, type, step, actor, request_id, at, data \
-     from flow_event where actor = $1 and actor <> user_id and flow in ",
-    group_flows!(),
-    " order by id desc limit $2"
-);
+/// The events of the user `$1`'s data, newest first, at most `$2` (older
+/// than the event `$3` when paging): those of the user's own states, and
+/// those the user made in groups' states (`scope` tells which). Each part
+/// reads one index range, by user or (`actor <> user_id`: the partial
+/// index) by actor; the last is a group whose id is the user's own.
+macro_rules! select_user_data_events {
+    ($($before:literal)?) => {
+        concat!(
+            "select * from (select id, user_id, flow, version, type, step, actor, request_id, \
+             at, data, 'USER' as scope from flow_event where user_id = $1 and flow not in ",
+            group_flows!(),
+            $(" ", $before,)?
+            " order by id desc limit $2) as own union all \
+             select * from (select id, user_id, flow, version, type, step, actor, request_id, \
+             at, data, 'GROUP' as scope from flow_event \
+             where actor = $1 and actor <> user_id and flow in ",
+            group_flows!(),
+            $(" ", $before,)?
+            " order by id desc limit $2) as made union all \
+             select * from (select id, user_id, flow, version, type, step, actor, request_id, \
+             at, data, 'GROUP' as scope from flow_event \
+             where user_id = $1 and actor = $1 and flow in ",
+            group_flows!(),
+            $(" ", $before,)?
+            " order by id desc limit $2) as made_in_their_name order by id desc limit $2"
+        )
+    };
+}
 const SELECT_KEY: &str =
     "select request, response from idempotency_key where user_id = $1 and key = $2";
 const INSERT_KEY: &str = "insert into idempotency_key \
@@ -133,7 +153,10 @@ pub struct Provenance {
 /// An idempotency key and the fingerprint of the change it was sent with.
 #[derive(Debug, Clone)]
 pub struct Idempotency {
+    /// The key as kept (see `service::flows::idempotency_key`).
     pub key: String,
+    /// The key as the client sent it, for messages.
+    pub sent: String,
     pub fingerprint: String,
     /// Whose key it is: the user whose state a USER flow's write changes,
     /// or the member who changes a group's state. Keys of two users never
@@ -471,19 +494,34 @@ macro_rules! backend {
                 rows.iter().map(read_event).collect()
             }
 
-            pub async fn group_events_by(
+            pub async fn user_data_events(
                 pool: &Pool,
                 user_id: &str,
+                before: Option<i64>,
                 limit: i64,
             ) -> Result<Vec<FlowEvent>, DbError> {
+                let statement = match before {
+                    None => select_user_data_events!(),
+                    Some(_) => select_user_data_events!("and id < $3"),
+                };
+                let mut query = query(statement).bind(user_id).bind(limit);
+                if let Some(before) = before {
+                    query = query.bind(before);
+                }
                 let mut session = $session::open(pool).await?;
-                let rows = query(SELECT_GROUP_EVENTS_BY)
-                    .bind(user_id)
-                    .bind(limit)
-                    .fetch_all(&mut *session)
-                    .await?;
+                let rows = query.fetch_all(&mut *session).await?;
                 $session::close(session).await?;
-                rows.iter().map(read_event).collect()
+                rows.iter()
+                    .map(|row| {
+                        let mut event = read_event(row)?;
+                        let scope: String = row.try_get("scope")?;
+                        if scope == Scope::Group.as_str() {
+                            event.group_id = Some(event.user_id);
+                            event.user_id = event.actor.clone();
+                        }
+                        Ok(event)
+                    })
+                    .collect()
             }
 
             pub async fn forget_keys_before(
@@ -609,7 +647,7 @@ pub(super) fn replay(
             message: format!(
                 "The idempotency key `{}` was used for another change; use a new key for each \
                  change, and the same key only to retry it.",
-                idempotency.key
+                idempotency.sent
             ),
             current_revision: None,
             current_state: None,
@@ -721,14 +759,16 @@ impl FlowStore {
         dispatch!(self, events(user_id, scope, flow, before, limit))
     }
 
-    /// The events of groups' states that `user_id` made, newest first, at
-    /// most `limit`.
-    pub async fn group_events_by(
+    /// The events of the user's data, newest first, older than the event
+    /// `before` when given, at most `limit`: those of the user's own states,
+    /// and those the user made in groups' states.
+    pub async fn user_data_events(
         &self,
         user_id: &str,
+        before: Option<i64>,
         limit: i64,
     ) -> Result<Vec<FlowEvent>, DbError> {
-        dispatch!(self, group_events_by(user_id, limit))
+        dispatch!(self, user_data_events(user_id, before, limit))
     }
 
     /// Lets the queued writes finish and closes the store's connections

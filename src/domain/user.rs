@@ -6,7 +6,8 @@ use super::{Error, Result};
 /// for others (an admin) leaves this in their place.
 pub const ERASED_ACTOR: &str = "(erased)";
 
-/// A user id as the auth provider gives it in `sub`: 1 to 255 bytes, no NUL.
+/// A user id as the auth provider gives it in `sub`: 1 to 255 bytes, no NUL,
+/// not the marker of erased actors.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserId(String);
 
@@ -19,6 +20,13 @@ impl UserId {
                 "userId must be 1 to {} bytes long; got {} bytes.",
                 Self::MAX_BYTES,
                 value.len()
+            )));
+        }
+        // The marker of erased actors names no one: a token or a request
+        // naming it would read every erased user's events in groups.
+        if value == ERASED_ACTOR {
+            return Err(Error::BadUserInput(format!(
+                "userId `{ERASED_ACTOR}` is reserved: it stands for erased users in histories."
             )));
         }
         // Postgres text cannot hold NUL; SQLite could, so both refuse it alike.

@@ -8,8 +8,9 @@ use crate::domain::{GroupId, Result, Scope, Subject, UserId, Viewer};
 use super::flows::{EventPage, FlowStateView, Flows, MAX_PAGE, admin, events_of, viewer_id};
 
 /// Most events an export holds, as many as a page of `flowEvents`: the
-/// newest; the rest page on through `flowEvents`, or come from the command
-/// line's streamed export. A history grows without bound; an answer may not.
+/// newest; the rest page on through the export's `after`, or come from the
+/// command line's streamed export. A history grows without bound; an
+/// answer may not.
 pub const MAX_EXPORT_EVENTS: i64 = MAX_PAGE;
 
 /// Everything the service keeps about one user: every state, and the
@@ -32,25 +33,27 @@ pub struct GroupData {
 }
 
 impl Flows {
-    /// Every flow state and event of the user (the user, or an admin).
-    pub async fn export(&self, viewer: &Viewer, user_id: Option<String>) -> Result<UserData> {
+    /// Every flow state and event of the user (the user, or an admin): the
+    /// newest events, or with `after` those older than it.
+    pub async fn export(
+        &self,
+        viewer: &Viewer,
+        user_id: Option<String>,
+        after: Option<i64>,
+    ) -> Result<UserData> {
         let user_id = viewer.acting_on(user_id)?;
-        self.export_user(&user_id).await
+        self.export_user(&user_id, after).await
     }
 
-    /// Every flow state of `user_id`, and the newest events, those the user
-    /// made in groups' states among them, for the command line.
-    pub async fn export_user(&self, user_id: &UserId) -> Result<UserData> {
+    /// Every flow state of `user_id`, and the events of the user's data,
+    /// those the user made in groups' states among them.
+    pub async fn export_user(&self, user_id: &UserId, after: Option<i64>) -> Result<UserData> {
         let subject = Subject::User(user_id.clone());
         let flow_states = self.stored_states_of(&subject, Scope::User).await?;
-        let limit = MAX_EXPORT_EVENTS + 1;
-        let mut events = self
+        let events = self
             .store
-            .events(user_id.as_str(), Scope::User, None, None, limit)
+            .user_data_events(user_id.as_str(), after, MAX_EXPORT_EVENTS + 1)
             .await?;
-        let made_in_groups = self.store.group_events_by(user_id.as_str(), limit).await?;
-        events.extend(events_of(Scope::Group, made_in_groups));
-        events.sort_by_key(|event| std::cmp::Reverse(event.id));
         Ok(UserData {
             user_id: user_id.as_str().to_owned(),
             flow_states,
@@ -58,16 +61,26 @@ impl Flows {
         })
     }
 
-    /// Every flow state and event of the group (its members, or an admin).
-    pub async fn export_group(&self, viewer: &Viewer, group_id: String) -> Result<GroupData> {
+    /// Every flow state and event of the group (its members, or an admin):
+    /// the newest events, or with `after` those older than it.
+    pub async fn export_group(
+        &self,
+        viewer: &Viewer,
+        group_id: String,
+        after: Option<i64>,
+    ) -> Result<GroupData> {
         let group = viewer.group(Some(group_id), String::new)?;
         let user = viewer.acting_on(None)?;
-        self.export_group_data(Subject::Group { group, user }).await
+        self.export_group_data(Subject::Group { group, user }, after)
+            .await
     }
 
-    /// Every flow state of the group `subject` names, and the newest
-    /// events, for the API and the command line.
-    pub async fn export_group_data(&self, subject: Subject) -> Result<GroupData> {
+    /// Every flow state of the group `subject` names, and its events.
+    pub async fn export_group_data(
+        &self,
+        subject: Subject,
+        after: Option<i64>,
+    ) -> Result<GroupData> {
         let flow_states = self.stored_states_of(&subject, Scope::Group).await?;
         let events = self
             .store
@@ -75,7 +88,7 @@ impl Flows {
                 subject.key(),
                 Scope::Group,
                 None,
-                None,
+                after,
                 MAX_EXPORT_EVENTS + 1,
             )
             .await?;

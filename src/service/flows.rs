@@ -325,8 +325,10 @@ impl Flows {
             .idempotency_key
             .as_ref()
             .map(|key| {
+                let caller = viewer.id().unwrap_or_default();
                 idempotency(
                     key,
+                    caller,
                     &change,
                     flow.key(),
                     &subject,
@@ -644,22 +646,33 @@ fn provenance(viewer: &Viewer, request_id: Option<String>) -> Provenance {
 /// change: kept as the caller's (a USER flow's user for an admin's write).
 fn idempotency(
     key: &str,
+    caller: &str,
     change: &FlowChange,
     flow: &str,
     subject: &Subject,
     expected_revision: Option<i64>,
 ) -> Result<Idempotency> {
     let fingerprint = change.fingerprint(flow, subject.key());
-    let mut idempotency = idempotency_key(key, subject.user_id(), fingerprint, expected_revision)?;
+    let mut idempotency = idempotency_key(
+        key,
+        subject.user_id(),
+        caller,
+        fingerprint,
+        expected_revision,
+    )?;
     idempotency.group_id = subject.group_id().map(str::to_owned);
     Ok(idempotency)
 }
 
 /// An idempotency key of 1 to 255 bytes, and `fingerprint`, which tells a
-/// retry from the key reused for another change.
+/// retry from the key reused for another change. Keys are the caller's:
+/// kept under `owner`, whose state the answer holds (so that erasing them
+/// removes it), a key `caller` sends for someone else is kept as a digest of
+/// the caller and the key, which none of the owner's own keys can meet.
 pub(super) fn idempotency_key(
     key: &str,
     owner: &str,
+    caller: &str,
     fingerprint: String,
     expected_revision: Option<i64>,
 ) -> Result<Idempotency> {
@@ -670,8 +683,21 @@ pub(super) fn idempotency_key(
         )));
     }
     check_text("`idempotencyKey`", key)?;
+    let kept_as = if caller == owner {
+        key.to_owned()
+    } else {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::new()
+            .chain_update(caller)
+            .chain_update([0])
+            .chain_update(key)
+            .finalize();
+        let hex: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
+        format!("\u{1}sent by another user: {hex}")
+    };
     Ok(Idempotency {
-        key: key.to_owned(),
+        key: kept_as,
+        sent: key.to_owned(),
         fingerprint: format!("{fingerprint} expected={expected_revision:?}"),
         owner: owner.to_owned(),
         group_id: None,

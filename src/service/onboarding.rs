@@ -64,7 +64,10 @@ impl Onboarding {
                 let fingerprint = format!("{}\n{ONBOARDING}\n{change:?}", user_id.as_str());
                 let idempotency = key
                     .as_deref()
-                    .map(|key| idempotency_key(key, user_id.as_str(), fingerprint, expected))
+                    .map(|key| {
+                        let caller = viewer.id().unwrap_or_default();
+                        idempotency_key(key, user_id.as_str(), caller, fingerprint, expected)
+                    })
                     .transpose()?;
                 let fresh =
                     FlowState::new(user_id.as_str(), &FlowVersion::undeclared_onboarding(), now);

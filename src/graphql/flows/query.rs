@@ -89,16 +89,7 @@ impl FlowQuery {
     ) -> async_graphql::Result<FlowEventConnection> {
         let (flows, viewer) = operations(ctx)?;
         let page = async {
-            let after = after
-                .map(|cursor| {
-                    cursor.parse::<i64>().map_err(|_| {
-                        Error::BadUserInput(format!(
-                            "`after` is not a cursor this API gave: {cursor:?}; pass a \
-                             `pageInfo.endCursor` or `cursor` as it came."
-                        ))
-                    })
-                })
-                .transpose()?;
+            let after = cursor(after)?;
             flows
                 .events(
                     viewer,
@@ -121,9 +112,16 @@ impl FlowQuery {
         ctx: &Context<'_>,
         #[graphql(desc = "Another user's id; only admins may pass one other than their own.")]
         user_id: Option<String>,
+        #[graphql(
+            desc = "A cursor (`eventsPageInfo.endCursor`): the events older than it, to page on through a long history."
+        )]
+        after: Option<String>,
     ) -> async_graphql::Result<UserDataObject> {
         let (flows, viewer) = operations(ctx)?;
-        let data = flows.export(viewer, user_id).await;
+        let data = match cursor(after) {
+            Ok(after) => flows.export(viewer, user_id, after).await,
+            Err(error) => Err(error),
+        };
         data.map(UserDataObject::from)
             .map_err(|error| client_error(ctx, error))
     }
@@ -133,9 +131,16 @@ impl FlowQuery {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The group.")] group_id: String,
+        #[graphql(
+            desc = "A cursor (`eventsPageInfo.endCursor`): the events older than it, to page on through a long history."
+        )]
+        after: Option<String>,
     ) -> async_graphql::Result<GroupDataObject> {
         let (flows, viewer) = operations(ctx)?;
-        let data = flows.export_group(viewer, group_id).await;
+        let data = match cursor(after) {
+            Ok(after) => flows.export_group(viewer, group_id, after).await,
+            Err(error) => Err(error),
+        };
         data.map(GroupDataObject::from)
             .map_err(|error| client_error(ctx, error))
     }
@@ -167,4 +172,18 @@ pub struct ViewerObject {
     is_admin: bool,
     /// The groups the token names, in its order (its groups claim, JWT_GROUPS_CLAIM).
     group_ids: Vec<String>,
+}
+
+/// The event id a cursor this API gave stands for.
+fn cursor(after: Option<String>) -> Result<Option<i64>, Error> {
+    after
+        .map(|cursor| {
+            cursor.parse::<i64>().map_err(|_| {
+                Error::BadUserInput(format!(
+                    "`after` is not a cursor this API gave: {cursor:?}; pass a \
+                     `pageInfo.endCursor` or `cursor` as it came."
+                ))
+            })
+        })
+        .transpose()
 }

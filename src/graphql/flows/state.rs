@@ -369,12 +369,13 @@ pub struct UserDataObject {
     user_id: String,
     /// Every flow state the user has.
     flow_states: Vec<FlowState>,
-    /// The user's events, newest first: the whole history up to 100 events,
-    /// else the newest 100 (see `eventsPageInfo`).
+    /// The user's events, those they made in groups' states included,
+    /// newest first: the whole history up to 100 events, else the newest 100
+    /// (see `eventsPageInfo`).
     events: Vec<FlowEvent>,
     /// Whether older events follow `events`; when they do, page on with
-    /// `flowEvents(userId: ..., after: eventsPageInfo.endCursor)`, or export
-    /// the whole history with `onboarding users export USER`.
+    /// `exportUserData(userId: ..., after: eventsPageInfo.endCursor)`, or
+    /// export the whole history with `onboarding users export USER`.
     events_page_info: PageInfo,
 }
 
@@ -436,8 +437,8 @@ pub struct GroupDataObject {
     /// events, else the newest 100 (see `eventsPageInfo`).
     events: Vec<FlowEvent>,
     /// Whether older events follow `events`; when they do, page on with
-    /// `flowEvents(groupId: ..., after: eventsPageInfo.endCursor)`, or export
-    /// the whole history with `onboarding groups export GROUP`.
+    /// `exportGroupData(groupId: ..., after: eventsPageInfo.endCursor)`, or
+    /// export the whole history with `onboarding groups export GROUP`.
     events_page_info: PageInfo,
 }
 

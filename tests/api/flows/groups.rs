@@ -578,6 +578,35 @@ async fn the_groups_claim_follows_the_identity_provider(backend: Backend) {
     }
 }
 
+/// Keys are the caller's: an admin's key sent for a user is not the user's
+/// key of the same name, either way round.
+async fn an_admins_key_for_a_user_is_not_the_users_own(backend: Backend) {
+    let app = spawn_app(backend).await;
+    publish_ok(&app, declaration("tour", &["welcome", "profile"])).await;
+    let args = json!({ "flow": "tour", "step": "welcome", "idempotencyKey": "same" });
+    let mut for_zed = args.clone();
+    for_zed["userId"] = json!("zed");
+    let by_admin = write_ok(&app, Who::Admin, "completeStep", for_zed.clone()).await;
+    assert_eq!(by_admin["revision"], 1);
+    let by_zed = write_ok(&app, Who::User("zed"), "completeStep", args.clone()).await;
+    assert_eq!(
+        by_zed["revision"], 2,
+        "Zed's own key is another key: his write applies"
+    );
+    // Each retry replays its own sender's answer.
+    let admin_again = write_ok(&app, Who::Admin, "completeStep", for_zed).await;
+    assert_eq!(admin_again["revision"], 1);
+    let zed_again = write_ok(&app, Who::User("zed"), "completeStep", args).await;
+    assert_eq!(zed_again["revision"], 2);
+    // Erasing Zed takes the admin's key for him too: it holds his state.
+    let query = "mutation { deleteUserData(userId: \"zed\") { idempotencyKeys } }";
+    let erased = ok(
+        gql(&app, Who::Admin, query, json!({})).await,
+        "deleteUserData",
+    );
+    assert_eq!(erased["idempotencyKeys"], 2);
+}
+
 /// A state id never meets another's: a user and a group of the same name.
 async fn a_user_and_a_group_of_one_name_keep_apart(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -634,4 +663,5 @@ on_both_backends!(
     a_groups_claim_of_another_shape_refuses_the_token,
     the_groups_claim_follows_the_identity_provider,
     a_user_and_a_group_of_one_name_keep_apart,
+    an_admins_key_for_a_user_is_not_the_users_own,
 );

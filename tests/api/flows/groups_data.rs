@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::{
     EVENT, STATE, Who, all_events, assert_error, declaration, export_user_data, gql, ok,
-    publish_ok, read_state, write_ok,
+    publish_ok, read_state, send, write_ok,
 };
 use crate::helpers::{Backend, TestApp, command, spawn_app};
 use crate::on_both_backends;
@@ -236,6 +236,133 @@ async fn groups_export_and_delete_on_the_command_line(backend: Backend) {
     let output = run(&["groups", "delete", ""], &app.db.url);
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("groupId"));
+    // `onboarding token` signs no group the server would refuse.
+    for group in ["", &"g".repeat(256)] {
+        let output = run(
+            &["token", "--dev", "--sub", "ann", "--group", group],
+            &app.db.url,
+        );
+        assert!(!output.status.success(), "{group:?}");
+        assert!(
+            String::from_utf8_lossy(&output.stderr).contains("groupId"),
+            "{output:?}"
+        );
+    }
+}
+
+/// The export pages on through every event of the user's data, those of
+/// groups' states the user made included, and a group whose id is the
+/// user's own too.
+async fn a_members_export_pages_through_every_event_they_made(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut setup = declaration("setup", &["profile", "invite"]);
+    setup["scope"] = json!("GROUP");
+    publish_ok(&app, setup).await;
+    publish_ok(&app, declaration("tour", &["welcome"])).await;
+    let pager = Who::Member("pager", &["pgrp", "pager"]);
+    for n in 0..110 {
+        let group = if n % 2 == 0 { "pgrp" } else { "pager" };
+        write_ok(
+            &app,
+            pager,
+            "completeStep",
+            json!({ "flow": "setup", "step": "profile", "groupId": group }),
+        )
+        .await;
+    }
+    for _ in 0..5 {
+        write_ok(&app, pager, "startFlow", json!({ "flow": "tour" })).await;
+    }
+    let query = format!(
+        "query($after: String) {{ exportUserData(after: $after) {{ events {{ {EVENT} }} \
+         eventsPageInfo {{ hasNextPage endCursor }} }} }}"
+    );
+    let mut events = Vec::new();
+    let mut after = Value::Null;
+    for _ in 0..10 {
+        let page = ok(
+            gql(&app, pager, &query, json!({ "after": after })).await,
+            "exportUserData",
+        );
+        events.extend(page["events"].as_array().expect("events").iter().cloned());
+        if page["eventsPageInfo"]["hasNextPage"] != true {
+            break;
+        }
+        after = page["eventsPageInfo"]["endCursor"].clone();
+    }
+    let tour = events
+        .iter()
+        .filter(|event| event["flow"] == "tour")
+        .count();
+    let by_group = |group: &str| {
+        events
+            .iter()
+            .filter(|event| event["groupId"] == group)
+            .count()
+    };
+    assert!(tour >= 1, "the user's own events too");
+    assert_eq!(
+        (by_group("pgrp"), by_group("pager")),
+        (55, 55),
+        "{}",
+        events.len()
+    );
+    let ids: Vec<i64> = events
+        .iter()
+        .map(|event| {
+            event["id"]
+                .as_str()
+                .expect("an id")
+                .parse()
+                .expect("a number")
+        })
+        .collect();
+    assert!(
+        ids.windows(2).all(|pair| pair[0] > pair[1]),
+        "newest first, each once"
+    );
+
+    let output = run(&["users", "export", "pager"], &app.db.url);
+    assert!(output.status.success(), "{output:?}");
+    let export: Value = serde_json::from_slice(&output.stdout).expect("the export is JSON");
+    assert_eq!(
+        export["events"].as_array().expect("events").len(),
+        events.len()
+    );
+}
+
+/// The marker of erased actors is no one's id: naming it reads nothing.
+async fn the_erased_actor_is_no_user(backend: Backend) {
+    let app = spawn_app(backend).await;
+    some_group_data(&app).await;
+    let query = "mutation { deleteUserData(userId: \"ann\") { groupEventsAnonymized } }";
+    ok(
+        gql(&app, Who::Admin, query, json!({})).await,
+        "deleteUserData",
+    );
+    let query = "{ exportUserData { events { id } } }";
+    let response = send(&app, Who::User("(erased)"), query, json!({})).await;
+    assert_eq!(
+        response.status(),
+        401,
+        "a token naming the marker is refused"
+    );
+    let body = gql(
+        &app,
+        Who::Admin,
+        "{ exportUserData(userId: \"(erased)\") { events { id } } }",
+        json!({}),
+    )
+    .await;
+    assert_error(&body, "BAD_USER_INPUT", &["(erased)", "reserved"]);
+    let body = gql(
+        &app,
+        Who::Admin,
+        "mutation { deleteUserData(userId: \"(erased)\") { events } }",
+        json!({}),
+    )
+    .await;
+    assert_error(&body, "BAD_USER_INPUT", &["(erased)"]);
 }
 
 on_both_backends!(
@@ -243,4 +370,6 @@ on_both_backends!(
     deleting_a_group_erases_its_rows_and_nothing_else,
     erasing_a_member_anonymizes_them_and_keeps_the_groups_state,
     groups_export_and_delete_on_the_command_line,
+    a_members_export_pages_through_every_event_they_made,
+    the_erased_actor_is_no_user,
 );
