@@ -513,13 +513,13 @@ macro_rules! backend {
                 $session::close(session).await?;
                 rows.iter()
                     .map(|row| {
-                        let mut event = read_event(row)?;
+                        let event = read_event(row)?;
                         let scope: String = row.try_get("scope")?;
-                        if scope == Scope::Group.as_str() {
-                            event.group_id = Some(event.user_id);
-                            event.user_id = event.actor.clone();
-                        }
-                        Ok(event)
+                        Ok(if scope == Scope::Group.as_str() {
+                            event.of_group()
+                        } else {
+                            event
+                        })
                     })
                     .collect()
             }

@@ -184,6 +184,17 @@ pub struct FlowEvent {
     pub data: Option<Value>,
 }
 
+impl FlowEvent {
+    /// The event as read from a group's state, which keeps it under the
+    /// group's id: it names the group, and as its user the member (or admin)
+    /// who made the change.
+    pub fn of_group(mut self) -> Self {
+        let member = self.actor.clone();
+        self.group_id = Some(std::mem::replace(&mut self.user_id, member));
+        self
+    }
+}
+
 /// A change a client asks for.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FlowChange {

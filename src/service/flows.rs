@@ -209,6 +209,7 @@ impl Flows {
         user_id: Option<String>,
         group_id: Option<String>,
     ) -> Result<FlowStateView> {
+        signed_in(viewer)?;
         let flow = self.published(flow).await?;
         let subject = viewer.subject(&flow, user_id, group_id, Access::Read)?;
         let now = now();
@@ -314,9 +315,7 @@ impl Flows {
         change: FlowChange,
         options: WriteOptions,
     ) -> Result<FlowStateView> {
-        if let Viewer::Anonymous = viewer {
-            return Err(Error::Unauthenticated);
-        }
+        signed_in(viewer)?;
         let now = now();
         change.check(now)?;
         let mut flow = self.published(flow).await?;
@@ -374,6 +373,7 @@ impl Flows {
         first: i64,
         after: Option<i64>,
     ) -> Result<EventPage> {
+        signed_in(viewer)?;
         if !(1..=MAX_PAGE).contains(&first) {
             return Err(Error::BadUserInput(format!(
                 "`first` must be 1 to {MAX_PAGE}; got {first}."
@@ -540,16 +540,12 @@ fn scope_of(subject: &Subject) -> Scope {
     }
 }
 
-/// `events` as read from states of `scope`: a group's event names the
-/// group, and as its user the member (or admin) who made the change.
-pub(super) fn events_of(scope: Scope, mut events: Vec<FlowEvent>) -> Vec<FlowEvent> {
-    if scope == Scope::Group {
-        for event in &mut events {
-            let user_id = event.actor.clone();
-            event.group_id = Some(std::mem::replace(&mut event.user_id, user_id));
-        }
+/// `events` as read from states of `scope`.
+pub(super) fn events_of(scope: Scope, events: Vec<FlowEvent>) -> Vec<FlowEvent> {
+    match scope {
+        Scope::User => events,
+        Scope::Group => events.into_iter().map(FlowEvent::of_group).collect(),
     }
-    events
 }
 
 /// What a write of `change` decides, given the state it locked: fails on a

@@ -348,6 +348,7 @@ async fn write(
     idempotency_key: Option<String>,
 ) -> async_graphql::Result<FlowState> {
     let (flows, viewer) = operations(ctx)?;
+    // Signing in is checked first, before the change's own arguments.
     let result = match (viewer, change) {
         (Viewer::Anonymous, _) => Err(Error::Unauthenticated),
         (_, Err(error)) => Err(error),

@@ -647,6 +647,26 @@ async fn a_user_and_a_group_of_one_name_keep_apart(backend: Backend) {
     );
 }
 
+/// Without a token nothing is looked up: an unknown flow and a group's flow
+/// answer the same.
+async fn an_anonymous_request_learns_nothing_of_the_flows(backend: Backend) {
+    let app = spawn_app(backend).await;
+    publish_setup(&app).await;
+    for flow in ["setup", "no-such-flow"] {
+        let read = read_state(
+            &app,
+            Who::Nobody,
+            json!({ "flow": flow, "groupId": "acme" }),
+        )
+        .await;
+        assert_error(&read, "UNAUTHENTICATED", &[]);
+        let events = events_page(&app, Who::Nobody, json!({ "flow": flow })).await;
+        assert_error(&events, "UNAUTHENTICATED", &[]);
+        let write = write(&app, Who::Nobody, "startFlow", json!({ "flow": flow })).await;
+        assert_error(&write, "UNAUTHENTICATED", &[]);
+    }
+}
+
 on_both_backends!(
     members_share_one_state_and_each_event_names_its_member,
     non_members_are_forbidden_and_learn_nothing,
@@ -664,4 +684,5 @@ on_both_backends!(
     the_groups_claim_follows_the_identity_provider,
     a_user_and_a_group_of_one_name_keep_apart,
     an_admins_key_for_a_user_is_not_the_users_own,
+    an_anonymous_request_learns_nothing_of_the_flows,
 );
