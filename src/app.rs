@@ -26,7 +26,7 @@ use crate::cors::{self, Cors};
 use crate::db::{ConnectError, Db};
 use crate::document_cache::DocumentCache;
 use crate::graphql;
-use crate::service::{Flows, Onboarding};
+use crate::service::{Flows, Onboarding, Webhooks};
 use crate::state::{AppState, Shared};
 use crate::{graphiql, graphql_http};
 
@@ -71,6 +71,8 @@ pub struct Application {
     dev_token: Option<Arc<str>>,
     /// Removes expired idempotency keys while the server runs.
     forgetting_keys: tokio::task::JoinHandle<()>,
+    /// Makes the event history into webhook messages and sends them.
+    delivering: tokio::task::JoinHandle<()>,
     state: AppState,
     /// How long `/readyz` answers 503 before the server stops accepting.
     drain: Duration,
@@ -108,9 +110,12 @@ impl Application {
             })?;
         let flows = Flows::new(&db);
         let forgetting_keys = flows.forget_expired_keys();
+        let webhooks = Webhooks::new(&flows, args.webhook_allow_private);
+        let delivering = webhooks.deliveries().start();
         let operations = graphql::Operations {
             onboarding: Onboarding::new(db.clone()),
             flows: flows.clone(),
+            webhooks,
         };
         let state = Arc::new(Shared {
             schema: graphql::schema(Some(operations.clone())),
@@ -132,6 +137,7 @@ impl Application {
             db,
             dev_token,
             forgetting_keys,
+            delivering,
             state,
             drain: args.shutdown_drain,
         })
@@ -177,6 +183,9 @@ impl Application {
     ) -> std::io::Result<()> {
         connections::serve(self.listener, self.router, self.limits, shutdown).await?;
         self.forgetting_keys.abort();
+        // A message on its way when the server stops is sent again by the
+        // next sender once its lease runs out: at least once.
+        self.delivering.abort();
         self.db.close().await;
         Ok(())
     }

@@ -10,7 +10,7 @@ use crate::config::DatabaseArgs;
 use crate::db::Db;
 use crate::domain::{FlowDeclaration, UserId, Viewer};
 use crate::graphql::{self, Operations};
-use crate::service::{Flows, Onboarding};
+use crate::service::{Flows, Onboarding, Webhooks};
 
 type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -187,6 +187,101 @@ pub async fn delete(whose: Whose, id: &str, database: &DatabaseArgs) -> Result {
     ))
 }
 
+/// An endpoint `onboarding webhooks add` registers.
+#[derive(Debug, Clone)]
+pub struct NewEndpoint {
+    pub url: String,
+    pub event_types: Vec<String>,
+    pub flows: Vec<String>,
+    pub description: Option<String>,
+}
+
+/// `onboarding webhooks add URL`: the API's `createWebhookEndpoint`; prints
+/// the id and the secret, which is shown this once.
+pub async fn add_webhook(
+    endpoint: NewEndpoint,
+    allow_private: bool,
+    database: &DatabaseArgs,
+) -> Result {
+    const CREATE: &str = "mutation Create($input: WebhookEndpointInput!) { \
+        createWebhookEndpoint(input: $input) { endpoint { id url } secret } }";
+    let input = json!({
+        "url": endpoint.url,
+        "description": endpoint.description,
+        "eventTypes": endpoint.event_types,
+        "flows": endpoint.flows,
+    });
+    let operator = Operator::open_allowing(database, allow_private).await?;
+    let created = operator.run(CREATE, json!({ "input": input })).await;
+    operator.close().await;
+    let created = &created?["createWebhookEndpoint"];
+    print(&format!(
+        "id: {}\nurl: {}\nsecret: {}\n",
+        text(&created["endpoint"]["id"]),
+        text(&created["endpoint"]["url"]),
+        text(&created["secret"])
+    ))?;
+    eprintln!(
+        "The secret is shown this once: give it to the receiver, which verifies every message \
+         with it (Standard Webhooks). `rotateWebhookSecret` makes a new one."
+    );
+    Ok(())
+}
+
+/// `onboarding webhooks list`: id, state, URL, and what each delivers.
+pub async fn list_webhooks(database: &DatabaseArgs) -> Result {
+    const LIST: &str = "{ webhookEndpoints { id url enabled disabledReason eventTypes flows } }";
+    let operator = Operator::open(database).await?;
+    let listed = operator.run(LIST, json!({})).await;
+    operator.close().await;
+    let listed = listed?;
+    let endpoints = listed["webhookEndpoints"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if endpoints.is_empty() {
+        eprintln!("No webhook endpoint is registered: `onboarding webhooks add URL` adds one.");
+    }
+    let every = |list: &Value, what: &str| match list.as_array() {
+        Some(items) if !items.is_empty() => items.iter().map(text).collect::<Vec<_>>().join(","),
+        _ => format!("every {what}"),
+    };
+    for endpoint in &endpoints {
+        let state = match endpoint["enabled"].as_bool() {
+            Some(true) => "enabled".to_owned(),
+            _ => format!("disabled ({})", text(&endpoint["disabledReason"])),
+        };
+        print(&format!(
+            "{}   {}   {}   types: {}   flows: {}\n",
+            text(&endpoint["id"]),
+            text(&endpoint["url"]),
+            state,
+            every(&endpoint["eventTypes"], "type"),
+            every(&endpoint["flows"], "flow"),
+        ))?;
+    }
+    Ok(())
+}
+
+/// `onboarding webhooks remove ID`: the API's `deleteWebhookEndpoint`.
+pub async fn remove_webhook(id: &str, database: &DatabaseArgs) -> Result {
+    const DELETE: &str = "mutation Delete($id: ID!) { deleteWebhookEndpoint(id: $id) }";
+    let operator = Operator::open(database).await?;
+    let deleted = operator.run(DELETE, json!({ "id": id })).await;
+    operator.close().await;
+    deleted?;
+    print(&format!(
+        "Removed webhook endpoint {id} and its messages.\n"
+    ))
+}
+
+/// A JSON string as it reads, without quotes.
+fn text(value: &Value) -> String {
+    value
+        .as_str()
+        .map_or_else(|| value.to_string(), str::to_owned)
+}
+
 /// Writes to stdout; a reader that went away (`| head`) is no error.
 fn print(text: &str) -> Result {
     use std::io::Write;
@@ -238,10 +333,17 @@ struct Operator {
 
 impl Operator {
     async fn open(database: &DatabaseArgs) -> Result<Self> {
+        Self::open_allowing(database, false).await
+    }
+
+    /// `allow_private` as WEBHOOK_ALLOW_PRIVATE says for the server.
+    async fn open_allowing(database: &DatabaseArgs, allow_private: bool) -> Result<Self> {
         let db = migrated(database).await?;
+        let flows = Flows::new(&db);
         let schema = graphql::schema(Some(Operations {
             onboarding: Onboarding::new(db.clone()),
-            flows: Flows::new(&db),
+            webhooks: Webhooks::new(&flows, allow_private),
+            flows,
         }));
         Ok(Self {
             db,

@@ -63,6 +63,9 @@ pub enum Command {
     /// and events).
     #[command(subcommand)]
     Groups(GroupsCommand),
+    /// Register, list and remove the endpoints that every change is sent to.
+    #[command(subcommand)]
+    Webhooks(WebhooksCommand),
 }
 
 #[derive(Debug, Args)]
@@ -133,6 +136,44 @@ pub enum GroupsCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum WebhooksCommand {
+    /// Register an endpoint and print its id and its signing secret (shown
+    /// this once).
+    Add {
+        /// Where to POST: https:// (http:// and private addresses only with
+        /// WEBHOOK_ALLOW_PRIVATE=true).
+        url: String,
+        /// A message type to deliver (repeatable; none means every type),
+        /// e.g. `flow.completed`.
+        #[arg(long = "event", value_name = "TYPE")]
+        event_types: Vec<String>,
+        /// A flow to deliver (repeatable; none means every flow).
+        #[arg(long = "flow", value_name = "KEY")]
+        flows: Vec<String>,
+        /// What the endpoint is for, for the people who read the list.
+        #[arg(long)]
+        description: Option<String>,
+        /// Allow `http://` and private addresses, as the server does with it.
+        #[arg(long, env = "WEBHOOK_ALLOW_PRIVATE")]
+        webhook_allow_private: bool,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// Print every endpoint: id, state, URL and filters.
+    List {
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// Remove an endpoint, and its messages.
+    Remove {
+        /// The endpoint's id, as `webhooks list` prints it.
+        id: String,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     #[command(flatten)]
@@ -189,6 +230,11 @@ pub struct ServeArgs {
     /// the balancer, not the server, closes idle connections.
     #[arg(long, env = "IDLE_TIMEOUT", default_value = "75s", value_parser = parse_timeout)]
     pub idle_timeout: Duration,
+
+    /// Let webhook endpoints be `http://` and private, loopback or
+    /// link-local addresses: for a receiver inside the network, or a test.
+    #[arg(long, env = "WEBHOOK_ALLOW_PRIVATE")]
+    pub webhook_allow_private: bool,
 
     /// Laptop mode: use a built-in signing secret when no JWT key is configured,
     /// bind loopback only, allow loopback browser origins, and print a demo token.

@@ -6,6 +6,7 @@ use onboarding::auth::{self, TokenRequest};
 use onboarding::commands::Whose;
 use onboarding::config::{
     Cli, Command, FlowsCommand, GroupsCommand, MigrateArgs, ServeArgs, TokenArgs, UsersCommand,
+    WebhooksCommand,
 };
 use onboarding::db::Db;
 use onboarding::{commands, graphql, telemetry};
@@ -40,6 +41,28 @@ async fn main() -> ExitCode {
         }
         Command::Groups(GroupsCommand::Delete { group, database }) => {
             commands::delete(Whose::Group, &group, &database).await
+        }
+        Command::Webhooks(WebhooksCommand::Add {
+            url,
+            event_types,
+            flows,
+            description,
+            webhook_allow_private,
+            database,
+        }) => {
+            let endpoint = commands::NewEndpoint {
+                url,
+                event_types,
+                flows,
+                description,
+            };
+            commands::add_webhook(endpoint, webhook_allow_private, &database).await
+        }
+        Command::Webhooks(WebhooksCommand::List { database }) => {
+            commands::list_webhooks(&database).await
+        }
+        Command::Webhooks(WebhooksCommand::Remove { id, database }) => {
+            commands::remove_webhook(&id, &database).await
         }
     };
     match result {

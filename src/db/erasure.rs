@@ -5,12 +5,13 @@
 //! about one user leave groups' rows alone, and the ones about a group
 //! touch only its flows.
 
+use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqlitePool;
 
 use super::DbError;
 use super::flows::{Backend, FlowStore, to_the_end};
 use super::pooler;
-use crate::domain::{ERASED_ACTOR, Error};
+use crate::domain::{ERASED_ACTOR, Error, webhook};
 
 /// How many rows erasing a user removed, per kind, and how many events of
 /// others named them as the actor: an admin acting for a user, or a member
@@ -77,21 +78,64 @@ const ERASE_GROUP: [&str; 3] = [
     "delete from idempotency_key where group_id = $1",
 ];
 
+/// Whose messages an erasure removes, and the message it sends.
+#[derive(Debug, Clone, Copy)]
+enum Whose {
+    User,
+    Group,
+}
+
+impl Whose {
+    /// Messages that carry the erased one's data.
+    fn messages(self) -> &'static str {
+        match self {
+            Whose::User => "(user_id = $1 or actor = $1)",
+            Whose::Group => "group_id = $1",
+        }
+    }
+
+    fn message_type(self) -> &'static str {
+        match self {
+            Whose::User => webhook::USER_ERASED,
+            Whose::Group => webhook::GROUP_ERASED,
+        }
+    }
+
+    fn data(self, id: &str) -> serde_json::Value {
+        match self {
+            Whose::User => serde_json::json!({ "userId": id }),
+            Whose::Group => serde_json::json!({ "groupId": id }),
+        }
+    }
+}
+
 /// The statements, as functions over one backend's pool.
 macro_rules! backend {
     ($module:ident, $db:ty, $begin:expr) => {
         mod $module {
             use super::*;
 
-            /// Runs `statements` with `$1` and `$2` in one transaction: the
-            /// rows each changed.
+            /// Runs `statements` with `$1` and `$2` in one transaction, and
+            /// removes the webhook messages that carry the erased one's
+            /// data then sends the erasure's own: the rows each statement
+            /// changed, and until when a message of theirs may still be on
+            /// its way (taken for sending before the erasure).
             pub async fn run<const N: usize>(
                 pool: &sqlx::Pool<$db>,
                 statements: [&'static str; N],
                 first: &str,
                 second: &str,
-            ) -> Result<[u64; N], Error> {
+                whose: Whose,
+            ) -> Result<([u64; N], Option<DateTime<Utc>>), Error> {
+                let now = crate::domain::now();
                 let mut tx = pool.begin_with($begin).await.map_err(DbError::from)?;
+                // Waits for a pass making messages to commit, and keeps the
+                // next from reading the rows before this erasure commits.
+                sqlx::query("update webhook_cursor set event_id = event_id")
+                    .persistent(false)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(DbError::from)?;
                 let mut counts = [0; N];
                 for (statement, count) in statements.into_iter().zip(&mut counts) {
                     *count = sqlx::query(statement)
@@ -103,8 +147,53 @@ macro_rules! backend {
                         .map_err(DbError::from)?
                         .rows_affected();
                 }
+                let in_flight: Option<DateTime<Utc>> = sqlx::query_scalar(&format!(
+                    "select max(lease_until) from webhook_message where {} \
+                     and lease_until > $2",
+                    whose.messages()
+                ))
+                .persistent(false)
+                .bind(first)
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(DbError::from)?;
+                sqlx::query(&format!("delete from webhook_message where {}", whose.messages()))
+                    .persistent(false)
+                    .bind(first)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(DbError::from)?;
+                let endpoints: Vec<(String, String)> = sqlx::query_as(
+                    "select id, event_types from webhook_endpoint where enabled",
+                )
+                .persistent(false)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(DbError::from)?;
+                let message_type = whose.message_type();
+                let body = webhook::body(message_type, now, whose.data(first));
+                for (endpoint, types) in endpoints {
+                    let types: Vec<String> = serde_json::from_str(&types).unwrap_or_default();
+                    if !types.is_empty() && !types.iter().any(|t| t == message_type) {
+                        continue;
+                    }
+                    sqlx::query(
+                        "insert into webhook_message (id, endpoint_id, event_type, body, status, \
+                         next_attempt_at, created_at) values ($1, $2, $3, $4, 'PENDING', $5, $5)",
+                    )
+                    .persistent(false)
+                    .bind(webhook::new_id("msg"))
+                    .bind(&endpoint)
+                    .bind(message_type)
+                    .bind(&body)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(DbError::from)?;
+                }
                 tx.commit().await.map_err(DbError::from)?;
-                Ok(counts)
+                Ok((counts, in_flight))
             }
         }
     };
@@ -128,7 +217,7 @@ impl FlowStore {
             group_events,
             own_group_events,
             events_anonymized,
-        ] = self.erase_rows(ERASE_USER, user_id).await?;
+        ] = self.erase_rows(ERASE_USER, user_id, Whose::User).await?;
         Ok(Erased {
             flow_states: flow_states + onboarding_states,
             events,
@@ -142,7 +231,7 @@ impl FlowStore {
     /// transaction.
     pub async fn erase_group(&self, group_id: &str) -> Result<ErasedGroup, Error> {
         let [flow_states, events, idempotency_keys] =
-            self.erase_rows(ERASE_GROUP, group_id).await?;
+            self.erase_rows(ERASE_GROUP, group_id, Whose::Group).await?;
         Ok(ErasedGroup {
             flow_states,
             events,
@@ -154,23 +243,33 @@ impl FlowStore {
         &self,
         statements: [&'static str; N],
         id: &str,
+        whose: Whose,
     ) -> Result<[u64; N], Error> {
         let (backend, id) = (self.backend.clone(), id.to_owned());
         // In the task that runs to the end: a client that goes away after
         // the commit does not leave the log unemptied.
-        to_the_end(async move {
+        let (counts, in_flight) = to_the_end(async move {
             match &backend {
                 Backend::Sqlite { pool, .. } => {
-                    let counts = on_sqlite::run(pool, statements, &id, ERASED_ACTOR).await?;
+                    let erased = on_sqlite::run(pool, statements, &id, ERASED_ACTOR, whose).await?;
                     empty_the_log(pool).await;
-                    Ok(counts)
+                    Ok(erased)
                 }
                 Backend::Postgres { pool, .. } => {
-                    on_postgres::run(pool, statements, &id, ERASED_ACTOR).await
+                    on_postgres::run(pool, statements, &id, ERASED_ACTOR, whose).await
                 }
             }
         })
-        .await
+        .await?;
+        // A message of theirs taken for sending before the erasure ends its
+        // attempt by its lease: the erasure answers after that, so that
+        // nothing of theirs leaves once it has.
+        if let Some(until) = in_flight
+            && let Ok(wait) = (until - crate::domain::now()).to_std()
+        {
+            tokio::time::sleep(wait).await;
+        }
+        Ok(counts)
     }
 }
 

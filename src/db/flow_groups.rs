@@ -72,11 +72,13 @@ const WRITE_CHANGES: &str = "with updated as (\
      completed_at, dismissed_at, snoozed_until, revision, updated_at) \
      where s.user_id = w.user_id and s.flow = w.flow), \
      logged as (insert into flow_event \
-     (user_id, flow, version, type, step, actor, request_id, at, data) \
-     select e.user_id, e.flow, e.version, e.type, e.step, e.actor, e.request_id, e.at, e.data \
+     (user_id, flow, version, type, step, actor, request_id, at, data, revision, state) \
+     select e.user_id, e.flow, e.version, e.type, e.step, e.actor, e.request_id, e.at, e.data, \
+     e.revision, e.state \
      from unnest($13::text[], $14::text[], $15::int4[], $16::text[], $17::text[], $18::text[], \
-     $19::text[], $20::timestamptz[], $21::text[]) with ordinality \
-     as e(user_id, flow, version, type, step, actor, request_id, at, data, n) order by e.n), \
+     $19::text[], $20::timestamptz[], $21::text[], $28::int8[], $29::text[]) with ordinality \
+     as e(user_id, flow, version, type, step, actor, request_id, at, data, revision, state, n) \
+     order by e.n), \
      kept as (insert into idempotency_key \
      (user_id, key, request, response, created_at, group_id) \
      select * from unnest($22::text[], $23::text[], $24::text[], $25::text[], \
@@ -561,6 +563,8 @@ struct EventRows {
     request_ids: Vec<Option<String>>,
     at: Vec<DateTime<Utc>>,
     data: Vec<Option<String>>,
+    revisions: Vec<i64>,
+    snapshots: Vec<String>,
 }
 
 #[derive(Default)]
@@ -593,6 +597,7 @@ impl Changes {
             self.keys.created_at.push(write.now);
         }
         self.states.push(next);
+        let snapshot = crate::domain::webhook::snapshot_of(next);
         for happened in happenings {
             let events = &mut self.events;
             events.user_ids.push(next.user_id.clone());
@@ -606,6 +611,8 @@ impl Changes {
             events
                 .data
                 .push(happened.data.as_ref().map(ToString::to_string));
+            events.revisions.push(next.revision);
+            events.snapshots.push(snapshot.clone());
         }
         Ok(())
     }
@@ -633,5 +640,7 @@ impl Changes {
             .bind(keys.responses)
             .bind(keys.created_at)
             .bind(keys.group_ids)
+            .bind(events.revisions)
+            .bind(events.snapshots)
     }
 }

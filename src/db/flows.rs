@@ -20,7 +20,7 @@ use super::groups::{Queues, closed};
 use super::pooler;
 use crate::domain::{
     Error, EventType, FlowDeclaration, FlowEvent, FlowState, FlowStatus, FlowVersion, Happened,
-    ONBOARDING, Reonboarding, Scope, StepDeclaration, StepRecord,
+    ONBOARDING, Reonboarding, Scope, StepDeclaration, StepRecord, webhook,
 };
 
 const SELECT_VERSIONS: &str = "select flow, version, title, steps, reonboarding, scope, \
@@ -76,8 +76,8 @@ fn statements(flow: &str) -> (&'static str, &'static str, &'static str) {
 }
 
 const INSERT_EVENT: &str = "insert into flow_event \
-     (user_id, flow, version, type, step, actor, request_id, at, data) \
-     values ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+     (user_id, flow, version, type, step, actor, request_id, at, data, revision, state) \
+     values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
 /// The events of the user or group `$1`, for `select_events`.
 macro_rules! select_events {
     ($($condition:expr),*) => {
@@ -441,6 +441,7 @@ macro_rules! backend {
                     .execute(&mut *connection)
                     .await
                     .map_err(DbError::from)?;
+                let snapshot = webhook::snapshot_of(&next);
                 for happened in &happenings {
                     query(INSERT_EVENT)
                         .bind(&next.user_id)
@@ -452,6 +453,8 @@ macro_rules! backend {
                         .bind(provenance.request_id.as_deref())
                         .bind(next.updated_at)
                         .bind(happened.data.as_ref().map(ToString::to_string))
+                        .bind(next.revision)
+                        .bind(&snapshot)
                         .execute(&mut *connection)
                         .await
                         .map_err(DbError::from)?;

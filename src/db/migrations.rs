@@ -79,6 +79,7 @@ pub const SQLITE: &[MigrationFile] = migrations!("sqlite":
     "20261202000001_event_user_index",
     "20261203000000_group_flows",
     "20261203000001_idempotency_key_group_index",
+    "20261204000000_webhooks",
 );
 
 pub const POSTGRES: &[MigrationFile] = migrations!("postgres":
@@ -88,6 +89,8 @@ pub const POSTGRES: &[MigrationFile] = migrations!("postgres":
     "20261202000001_event_user_index",
     "20261203000000_group_flows",
     "20261203000001_idempotency_key_group_index",
+    "20261204000000_webhooks",
+    "20261204000001_event_transaction_index",
 );
 
 /// Whether sqlx's table of applied migrations exists, in each dialect.

@@ -28,6 +28,9 @@ pub use flows::{Decide, FlowStore, FlowWrite, Idempotency, Provenance};
 pub use migrations::MigrationStatus;
 pub use postgres::Postgres;
 pub use sqlite::Sqlite;
+pub use webhooks::{
+    EndpointHealth, FanOut, NewMessage, Outcome, StoredEndpoint, StoredMessage, WebhookStore,
+};
 
 /// How long a request waits for a free connection before failing.
 pub(crate) const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -95,7 +98,7 @@ macro_rules! upsert {
             $($set)+,
             ", revision = onboarding_state.revision + 1 returning ",
             columns!(),
-            ", version"
+            ", version, status, steps"
         )
     };
 }
@@ -159,7 +162,8 @@ macro_rules! upserts {
 /// The columns of an event an original-API write appends.
 macro_rules! event_columns {
     () => {
-        "insert into flow_event (user_id, flow, version, type, actor, request_id, at, data) "
+        "insert into flow_event \
+         (user_id, flow, version, type, actor, request_id, at, data, revision, state) "
     };
 }
 
@@ -171,6 +175,7 @@ mod migrations;
 mod pooler;
 mod postgres;
 mod sqlite;
+mod webhooks;
 
 impl Upserts {
     /// The statement for `change` and the step it binds as `$2`.

@@ -70,7 +70,11 @@ macro_rules! logged {
             $type,
             "', w.a, w.r, written.updated_at, ",
             event_data!($data),
-            " from written join unnest($1::text[], $4::text[], $5::text[]) as w(u, a, r) \
+            ", written.revision, json_build_object('status', written.status, \
+             'currentStep', written.current_step, 'completedAt', written.completed_at, \
+             'done', (select coalesce(json_agg(k), '[]') from json_object_keys(written.steps::json) \
+             as k))::text \
+             from written join unnest($1::text[], $4::text[], $5::text[]) as w(u, a, r) \
              on w.u = written.user_id) select ",
             columns!(),
             " from written"

@@ -75,7 +75,10 @@ macro_rules! logged {
             $type,
             "', $4, $5, updated_at, ",
             event_data!($data),
-            " from onboarding_state where user_id = $1"
+            ", revision, json_object('status', status, 'currentStep', current_step, \
+             'completedAt', completed_at, \
+             'done', json((select json_group_array(key) from json_each(steps)))) \
+             from onboarding_state where user_id = $1"
         ))
     };
 }

@@ -13,6 +13,7 @@ mod text;
 mod time;
 mod user;
 mod viewer;
+pub mod webhook;
 
 pub use error::{Error, Result};
 pub use flow::{

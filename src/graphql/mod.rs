@@ -7,6 +7,7 @@
 
 mod flows;
 mod scalars;
+mod webhooks;
 
 use async_graphql::{
     Context, EmptySubscription, ErrorExtensions, ID, MergedObject, Object, SDLExportOptions,
@@ -15,9 +16,10 @@ use async_graphql::{
 
 use crate::document;
 use crate::domain::{Change, Error, OnboardingState, Step, Viewer};
-use crate::service::{Flows, Onboarding, WriteOptions};
+use crate::service::{Flows, Onboarding, Webhooks, WriteOptions};
 use flows::{FlowMutation, FlowQuery};
 pub use scalars::DateTime;
+use webhooks::{WebhookMutation, WebhookQuery};
 
 pub type OnboardingSchema = Schema<Query, Mutation, EmptySubscription>;
 
@@ -36,6 +38,7 @@ pub struct RequestId(pub String);
 pub struct Operations {
     pub onboarding: Onboarding,
     pub flows: Flows,
+    pub webhooks: Webhooks,
 }
 
 /// The schema, with the operations it resolves against.
@@ -59,7 +62,10 @@ fn builder(operations: Option<Operations>) -> SchemaBuilder<Query, Mutation, Emp
         .limit_recursive_depth(document::MAX_DEPTH)
         .limit_directives(document::MAX_DIRECTIVES);
     match operations {
-        Some(operations) => builder.data(operations.onboarding).data(operations.flows),
+        Some(operations) => builder
+            .data(operations.onboarding)
+            .data(operations.flows)
+            .data(operations.webhooks),
         None => builder,
     }
 }
@@ -117,15 +123,15 @@ impl OnboardingState {
     }
 }
 
-/// Every query: the original onboarding state's and the flows'.
+/// Every query: the original onboarding state's, the flows' and the webhooks'.
 #[derive(MergedObject, Default)]
 #[graphql(name = "Query")]
-pub struct Query(OnboardingQuery, FlowQuery);
+pub struct Query(OnboardingQuery, FlowQuery, WebhookQuery);
 
-/// Every mutation: the original onboarding state's and the flows'.
+/// Every mutation: the original onboarding state's, the flows' and the webhooks'.
 #[derive(MergedObject, Default)]
 #[graphql(name = "Mutation")]
-pub struct Mutation(OnboardingMutation, FlowMutation);
+pub struct Mutation(OnboardingMutation, FlowMutation, WebhookMutation);
 
 #[derive(Default)]
 pub struct OnboardingQuery;

@@ -116,6 +116,9 @@ impl Catalog {
     }
 }
 
+/// The step keys of each version, by flow and version.
+pub type VersionSteps = std::collections::HashMap<(String, i32), Vec<String>>;
+
 /// The flow operations.
 #[derive(Debug, Clone)]
 pub struct Flows {
@@ -165,6 +168,36 @@ impl Flows {
             .await?
             .published()
             .find(|flow| flow.key() == key))
+    }
+
+    /// The keys of the published flows.
+    pub async fn published_keys(&self) -> Result<Vec<String>> {
+        Ok(self
+            .catalog()
+            .await?
+            .published()
+            .map(|flow| flow.key().to_owned())
+            .collect())
+    }
+
+    /// The step keys of every version of every flow, by flow and version,
+    /// `onboarding`'s undeclared version 0 among them; read again from the
+    /// database when `reread`.
+    pub async fn version_steps(&self, reread: bool) -> Result<VersionSteps> {
+        let catalog = if reread {
+            self.catalog_read_after(Instant::now()).await?
+        } else {
+            self.catalog().await?
+        };
+        Ok(catalog
+            .flows
+            .values()
+            .flat_map(|flow| flow.versions.iter())
+            .map(|version| {
+                let keys = version.steps.iter().map(|step| step.key.clone()).collect();
+                ((version.flow.clone(), version.version), keys)
+            })
+            .collect())
     }
 
     /// Publishes one declaration (admins only).

@@ -152,6 +152,29 @@ impl TestDatabase {
         .await
     }
 
+    /// The ids of the events a webhook message is made from (every event
+    /// written since webhooks arrived), in order.
+    // `allow`, not `expect`: tests/abuse uses helpers too, and not this.
+    #[allow(dead_code)]
+    pub async fn webhook_event_ids(&self) -> Vec<i64> {
+        let sql = "select id from flow_event where revision is not null order by id";
+        match self.backend {
+            Backend::Sqlite => {
+                let mut connection = SqliteConnection::connect(&self.url)
+                    .await
+                    .expect("open SQLite");
+                sqlx::query_scalar(sql).fetch_all(&mut connection).await
+            }
+            Backend::Postgres => {
+                let mut connection = PgConnection::connect(&self.url)
+                    .await
+                    .expect("open Postgres");
+                sqlx::query_scalar(sql).fetch_all(&mut connection).await
+            }
+        }
+        .expect("event ids")
+    }
+
     /// How many rows `onboarding_state` holds in all.
     pub async fn count_all_rows(&self) -> i64 {
         self.count("select count(*) from onboarding_state", None)
@@ -254,6 +277,8 @@ pub fn serve_args(database_url: &str) -> ServeArgs {
         max_connections: 1024,
         header_read_timeout: Duration::from_secs(10),
         idle_timeout: Duration::from_secs(75),
+        // Tests' webhook receivers listen on loopback.
+        webhook_allow_private: true,
         dev: false,
     }
 }
@@ -442,6 +467,7 @@ const SETTINGS: &[&str] = &[
     "IDLE_TIMEOUT",
     "RUST_LOG",
     "LOG_FORMAT",
+    "WEBHOOK_ALLOW_PRIVATE",
 ];
 
 /// The binary with a clean environment; `env` is added on top.

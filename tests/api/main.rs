@@ -18,3 +18,4 @@ mod onboarding_state;
 mod operations;
 mod postgres_replicas;
 mod shutdown_and_start;
+mod webhooks;

@@ -14,6 +14,7 @@ use crate::domain::{Error, Viewer};
 use crate::service::Flows;
 pub use mutation::FlowMutation;
 pub use query::FlowQuery;
+pub use state::PageInfo;
 
 fn operations<'a>(ctx: &Context<'a>) -> async_graphql::Result<(&'a Flows, &'a Viewer)> {
     let internal =

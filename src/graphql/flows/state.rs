@@ -324,10 +324,19 @@ pub struct FlowEventEdge {
 #[derive(SimpleObject)]
 #[graphql(name = "PageInfo", serial)]
 pub struct PageInfo {
-    /// Whether older events follow.
+    /// Whether older items follow.
     has_next_page: bool,
     /// The last edge's cursor; null for an empty page.
     end_cursor: Option<String>,
+}
+
+impl PageInfo {
+    pub fn new(has_next_page: bool, end_cursor: Option<String>) -> Self {
+        Self {
+            has_next_page,
+            end_cursor,
+        }
+    }
 }
 
 /// A page of events, newest first.

@@ -1,0 +1,946 @@
+//! The SQL of webhooks: endpoints, the messages made from the event history
+//! (the outbox), who sends which, and what each attempt gave.
+//!
+//! Messages are made by whoever holds the cursor's row: one replica at a
+//! time on Postgres (`for update skip locked`), one writer at a time in
+//! SQLite. A message is sent by whoever leased it: the lease is taken in
+//! one statement (`for update skip locked` on Postgres), so no two replicas
+//! send the same attempt, and it runs out soon after the attempt's timeout,
+//! so a replica that dies mid-attempt leaves the message to another.
+
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+
+use super::DbError;
+use super::flows::{Backend, FlowStore, to_the_end};
+use super::pooler;
+use crate::domain::webhook::{OutboxEvent, Snapshot};
+use crate::domain::{Error, EventType, Scope};
+
+/// An endpoint as stored.
+#[derive(Debug, Clone)]
+pub struct StoredEndpoint {
+    pub id: String,
+    pub url: String,
+    pub description: Option<String>,
+    pub event_types: Vec<String>,
+    pub flows: Vec<String>,
+    pub enabled: bool,
+    pub disabled_reason: Option<String>,
+    pub secret: String,
+    pub previous_secret: Option<String>,
+    pub previous_secret_until: Option<DateTime<Utc>>,
+    pub failing_since: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A message as stored.
+#[derive(Debug, Clone)]
+pub struct StoredMessage {
+    pub seq: i64,
+    pub id: String,
+    pub endpoint_id: String,
+    pub event_type: String,
+    pub body: String,
+    pub status: String,
+    pub tries: i32,
+    /// The attempts, as a JSON array.
+    pub attempts: String,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub lease_until: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A message to store: made from an event, or an erasure's or a test.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub id: String,
+    pub endpoint_id: String,
+    pub event_id: Option<i64>,
+    pub user_id: Option<String>,
+    pub group_id: Option<String>,
+    pub actor: Option<String>,
+    pub event_type: String,
+    pub body: String,
+}
+
+/// What an attempt, or a message's last attempt, leaves.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub message_id: String,
+    pub lease_until: DateTime<Utc>,
+    pub status: &'static str,
+    pub tries: i32,
+    pub attempts: String,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+}
+
+/// What a batch of attempts to one endpoint says of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndpointHealth {
+    /// An attempt succeeded.
+    Answering,
+    /// Every attempt failed.
+    Failing,
+    /// Disabled, with the reason.
+    Disable(String),
+}
+
+/// How many events one pass made into messages, and whether more wait.
+#[derive(Debug, Clone, Default)]
+pub struct FanOut {
+    pub events: usize,
+    /// The endpoints that got messages.
+    pub endpoints: Vec<String>,
+    pub more: bool,
+}
+
+const ENDPOINT_COLUMNS: &str = "id, url, description, event_types, flows, enabled, \
+     disabled_reason, secret, previous_secret, previous_secret_until, failing_since, created_at";
+const MESSAGE_COLUMNS: &str = "seq, id, endpoint_id, event_type, body, status, tries, attempts, \
+     next_attempt_at, lease_until, created_at";
+const INSERT_MESSAGE: &str = "insert into webhook_message (id, endpoint_id, event_id, user_id, \
+     group_id, actor, event_type, body, status, next_attempt_at, lease_until, created_at) \
+     values ($1, $2, $3, $4, $5, $6, $7, $8, 'PENDING', $9, $10, $9)";
+/// The events a pass reads: with the flow's scope, the state each left,
+/// and the position the cursor moves to.
+macro_rules! outbox_columns {
+    () => {
+        "e.id, e.user_id, e.flow, e.version, e.type, e.step, e.actor, e.at, e.revision, e.state, \
+         case when e.flow in (select flow from flow_version where scope = 'GROUP') \
+         then 'GROUP' else 'USER' end"
+    };
+}
+
+/// The statements that differ: how a pass takes the cursor and reads
+/// events past it, and how a lease is taken.
+struct Dialect {
+    /// Locks the cursor and reads it, or nothing when another holds it.
+    take_cursor: &'static str,
+    /// Events past the cursor (`$1`, `$2`), at most `$3`.
+    events_after: &'static str,
+    /// Moves the cursor to `$1`, `$2`.
+    move_cursor: &'static str,
+    /// Whether an event waits past the cursor, read without a lock, so
+    /// that a pass with nothing to do writes nothing.
+    peek: &'static str,
+    /// Moves the cursor past every event there is.
+    skip_all: &'static str,
+    /// Leases, until `$3`, up to `$4` messages of endpoint `$1` due at `$2`.
+    claim: &'static str,
+}
+
+const SQLITE: Dialect = Dialect {
+    take_cursor: "select '', event_id from webhook_cursor",
+    events_after: concat!(
+        "select ",
+        outbox_columns!(),
+        ", '' from flow_event e where e.id > $2 and $1 = $1 order by e.id limit $3"
+    ),
+    move_cursor: "update webhook_cursor set event_id = $2 where $1 = $1",
+    peek: "select exists(select 1 from flow_event \
+         where id > (select event_id from webhook_cursor))",
+    skip_all: "update webhook_cursor set event_id = \
+         (select coalesce(max(id), webhook_cursor.event_id) from flow_event)",
+    claim: "update webhook_message set lease_until = $3 where seq in (select seq \
+         from webhook_message where endpoint_id = $1 and status = 'PENDING' \
+         and next_attempt_at <= $2 and (lease_until is null or lease_until <= $2) \
+         order by next_attempt_at, seq limit $4) returning seq, id, endpoint_id, event_type, body, \
+         status, tries, attempts, next_attempt_at, lease_until, created_at",
+};
+
+const POSTGRES: Dialect = Dialect {
+    take_cursor: "select tx::text, event_id from webhook_cursor for update skip locked",
+    // Only events of transactions older than every one still running: any
+    // event still to commit belongs to a later transaction, so it comes
+    // after the cursor however low its id.
+    events_after: concat!(
+        "select ",
+        outbox_columns!(),
+        ", e.tx::text from flow_event e where e.tx is not null \
+         and (e.tx, e.id) > ($1::text::xid8, $2) \
+         and e.tx < pg_snapshot_xmin(pg_current_snapshot()) order by e.tx, e.id limit $3"
+    ),
+    move_cursor: "update webhook_cursor set tx = $1::text::xid8, event_id = $2",
+    peek: "select exists(select 1 from flow_event e, webhook_cursor c \
+         where e.tx is not null and (e.tx, e.id) > (c.tx, c.event_id) \
+         and e.tx < pg_snapshot_xmin(pg_current_snapshot()))",
+    skip_all: "update webhook_cursor set tx = latest.tx, event_id = latest.id from \
+         (select tx, id from flow_event where tx is not null \
+         and tx < pg_snapshot_xmin(pg_current_snapshot()) order by tx desc, id desc limit 1) \
+         as latest where (latest.tx, latest.id) > (webhook_cursor.tx, webhook_cursor.event_id)",
+    claim: "update webhook_message set lease_until = $3 where seq in (select seq \
+         from webhook_message where endpoint_id = $1 and status = 'PENDING' \
+         and next_attempt_at <= $2 and (lease_until is null or lease_until <= $2) \
+         order by next_attempt_at, seq limit $4 for update skip locked) returning seq, id, \
+         endpoint_id, event_type, body, status, tries, attempts, next_attempt_at, lease_until, \
+         created_at",
+};
+
+/// The statements of one backend, the same code for both.
+macro_rules! backend {
+    (
+        $module:ident, $db:ty, $dialect:expr, $begin:expr, $keep:expr,
+        $insert_many:path, $record_many:path
+    ) => {
+        mod $module {
+            use super::*;
+
+            type Pool = sqlx::Pool<$db>;
+            type Tx = sqlx::Transaction<'static, $db>;
+            type DbRow = <$db as sqlx::Database>::Row;
+            type Query<'q> =
+                sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments<'q>>;
+
+            fn query(statement: &str) -> Query<'_> {
+                sqlx::query(statement).persistent($keep)
+            }
+
+            async fn begin(pool: &Pool) -> Result<Tx, DbError> {
+                Ok(pool.begin_with($begin).await?)
+            }
+
+            fn endpoint(row: &DbRow) -> Result<StoredEndpoint, DbError> {
+                let list = |index: usize| -> Result<Vec<String>, DbError> {
+                    let text: String = row.try_get(index)?;
+                    Ok(serde_json::from_str(&text).unwrap_or_default())
+                };
+                Ok(StoredEndpoint {
+                    id: row.try_get(0)?,
+                    url: row.try_get(1)?,
+                    description: row.try_get(2)?,
+                    event_types: list(3)?,
+                    flows: list(4)?,
+                    enabled: row.try_get(5)?,
+                    disabled_reason: row.try_get(6)?,
+                    secret: row.try_get(7)?,
+                    previous_secret: row.try_get(8)?,
+                    previous_secret_until: row.try_get(9)?,
+                    failing_since: row.try_get(10)?,
+                    created_at: row.try_get(11)?,
+                })
+            }
+
+            fn message(row: &DbRow) -> Result<StoredMessage, DbError> {
+                Ok(StoredMessage {
+                    seq: row.try_get(0)?,
+                    id: row.try_get(1)?,
+                    endpoint_id: row.try_get(2)?,
+                    event_type: row.try_get(3)?,
+                    body: row.try_get(4)?,
+                    status: row.try_get(5)?,
+                    tries: row.try_get(6)?,
+                    attempts: row.try_get(7)?,
+                    next_attempt_at: row.try_get(8)?,
+                    lease_until: row.try_get(9)?,
+                    created_at: row.try_get(10)?,
+                })
+            }
+
+            fn outbox_event(row: &DbRow) -> Result<Option<OutboxEvent>, DbError> {
+                let revision: Option<i64> = row.try_get(8)?;
+                let state: Option<String> = row.try_get(9)?;
+                let kind: String = row.try_get(4)?;
+                let scope: String = row.try_get(10)?;
+                let (Some(revision), Some(state), Some(kind)) =
+                    (revision, state, EventType::parse(&kind))
+                else {
+                    return Ok(None);
+                };
+                let Some(snapshot) = Snapshot::parse(revision, &state) else {
+                    return Ok(None);
+                };
+                Ok(Some(OutboxEvent {
+                    id: row.try_get(0)?,
+                    owner: row.try_get(1)?,
+                    flow: row.try_get(2)?,
+                    version: row.try_get(3)?,
+                    kind,
+                    step: row.try_get(5)?,
+                    actor: row.try_get(6)?,
+                    at: row.try_get(7)?,
+                    snapshot,
+                    scope: if scope == "GROUP" { Scope::Group } else { Scope::User },
+                }))
+            }
+
+            pub async fn endpoints(pool: &Pool) -> Result<Vec<StoredEndpoint>, DbError> {
+                let statement =
+                    format!("select {ENDPOINT_COLUMNS} from webhook_endpoint order by created_at, id");
+                let mut tx = begin(pool).await?;
+                let rows = query(&statement).fetch_all(&mut *tx).await?;
+                tx.commit().await?;
+                rows.iter().map(endpoint).collect()
+            }
+
+            /// Inserts `endpoint` unless `max` exist: whether it did.
+            pub async fn create_endpoint(
+                pool: &Pool,
+                endpoint: StoredEndpoint,
+                max: i64,
+            ) -> Result<bool, DbError> {
+                let mut tx = begin(pool).await?;
+                // The cursor's row serializes creators, so that two at once
+                // cannot pass the limit together.
+                query("update webhook_cursor set event_id = event_id")
+                    .execute(&mut *tx)
+                    .await?;
+                let count: i64 = query("select count(*) from webhook_endpoint")
+                    .fetch_one(&mut *tx)
+                    .await?
+                    .try_get(0)?;
+                if count >= max {
+                    return Ok(false);
+                }
+                query(
+                    "insert into webhook_endpoint (id, url, description, event_types, flows, \
+                     enabled, secret, created_at) values ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(&endpoint.id)
+                .bind(&endpoint.url)
+                .bind(&endpoint.description)
+                .bind(json(&endpoint.event_types))
+                .bind(json(&endpoint.flows))
+                .bind(endpoint.enabled)
+                .bind(&endpoint.secret)
+                .bind(endpoint.created_at)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            /// Stores `endpoint` as given. Enabling it clears why it was
+            /// disabled and makes what is pending due now.
+            pub async fn update_endpoint(
+                pool: &Pool,
+                endpoint: StoredEndpoint,
+                now: DateTime<Utc>,
+            ) -> Result<bool, DbError> {
+                let mut tx = begin(pool).await?;
+                let was: Option<bool> =
+                    query("select enabled from webhook_endpoint where id = $1")
+                        .bind(&endpoint.id)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .map(|row| row.try_get(0))
+                        .transpose()?;
+                let Some(was) = was else {
+                    return Ok(false);
+                };
+                query(
+                    "update webhook_endpoint set url = $2, description = $3, event_types = $4, \
+                     flows = $5, enabled = $6, disabled_reason = $7, secret = $8, \
+                     previous_secret = $9, previous_secret_until = $10, failing_since = $11 \
+                     where id = $1",
+                )
+                .bind(&endpoint.id)
+                .bind(&endpoint.url)
+                .bind(&endpoint.description)
+                .bind(json(&endpoint.event_types))
+                .bind(json(&endpoint.flows))
+                .bind(endpoint.enabled)
+                .bind(&endpoint.disabled_reason)
+                .bind(&endpoint.secret)
+                .bind(&endpoint.previous_secret)
+                .bind(endpoint.previous_secret_until)
+                .bind(endpoint.failing_since)
+                .execute(&mut *tx)
+                .await?;
+                if endpoint.enabled && !was {
+                    query(
+                        "update webhook_message set next_attempt_at = $2 \
+                         where endpoint_id = $1 and status = 'PENDING'",
+                    )
+                    .bind(&endpoint.id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            pub async fn delete_endpoint(pool: &Pool, id: &str) -> Result<bool, DbError> {
+                let mut tx = begin(pool).await?;
+                let deleted = query("delete from webhook_endpoint where id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                tx.commit().await?;
+                Ok(deleted > 0)
+            }
+
+            /// The messages of `endpoint`, newest first, of `status` when
+            /// given, older than `before` when given: at most `limit`.
+            pub async fn messages(
+                pool: &Pool,
+                endpoint: &str,
+                status: Option<&str>,
+                before: Option<i64>,
+                limit: i64,
+            ) -> Result<Vec<StoredMessage>, DbError> {
+                let statement = format!(
+                    "select {MESSAGE_COLUMNS} from webhook_message where endpoint_id = $1 \
+                     and ($2 is null or status = $2) and seq < $3 order by seq desc limit $4"
+                );
+                let mut tx = begin(pool).await?;
+                let rows = query(&statement)
+                    .bind(endpoint)
+                    .bind(status)
+                    .bind(before.unwrap_or(i64::MAX))
+                    .bind(limit)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                rows.iter().map(message).collect()
+            }
+
+            pub async fn message_by_id(
+                pool: &Pool,
+                id: &str,
+            ) -> Result<Option<StoredMessage>, DbError> {
+                let statement = format!("select {MESSAGE_COLUMNS} from webhook_message where id = $1");
+                let mut tx = begin(pool).await?;
+                let row = query(&statement).bind(id).fetch_optional(&mut *tx).await?;
+                tx.commit().await?;
+                row.as_ref().map(message).transpose()
+            }
+
+            /// One pass of making events into messages: takes the cursor
+            /// (or returns at once when another holds it), reads up to
+            /// `limit` events past it, stores the messages `render` makes of
+            /// each, and moves the cursor past them, all in one
+            /// transaction. `render` failing leaves everything as it was.
+            pub async fn fan_out(
+                pool: &Pool,
+                limit: i64,
+                now: DateTime<Utc>,
+                render: &(dyn Fn(&OutboxEvent) -> Result<Vec<NewMessage>, Error> + Sync),
+            ) -> Result<FanOut, Error> {
+                let dialect: &Dialect = &$dialect;
+                if !waiting(pool).await? {
+                    return Ok(FanOut::default());
+                }
+                let mut tx = begin(pool).await?;
+                let Some(cursor) = query(dialect.take_cursor)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(DbError::from)?
+                else {
+                    return Ok(FanOut::default());
+                };
+                let (position, event_id): (String, i64) =
+                    (cursor.try_get(0).map_err(DbError::from)?, cursor.try_get(1).map_err(DbError::from)?);
+                let rows = query(dialect.events_after)
+                    .bind(&position)
+                    .bind(event_id)
+                    .bind(limit)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(DbError::from)?;
+                let Some(last) = rows.last() else {
+                    return Ok(FanOut::default());
+                };
+                let last_position: String = last.try_get(11).map_err(DbError::from)?;
+                let last_id: i64 = last.try_get(0).map_err(DbError::from)?;
+                let mut endpoints = Vec::new();
+                let mut made = Vec::new();
+                for row in &rows {
+                    let Some(event) = outbox_event(row)? else {
+                        continue;
+                    };
+                    for message in render(&event)? {
+                        if !endpoints.contains(&message.endpoint_id) {
+                            endpoints.push(message.endpoint_id.clone());
+                        }
+                        made.push(message);
+                    }
+                }
+                $insert_many(&mut tx, &made, now).await?;
+                query(dialect.move_cursor)
+                    .bind(&last_position)
+                    .bind(last_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(DbError::from)?;
+                tx.commit().await.map_err(DbError::from)?;
+                Ok(FanOut {
+                    events: rows.len(),
+                    endpoints,
+                    more: rows.len() as i64 >= limit,
+                })
+            }
+
+            /// Moves the cursor past every event there is: no endpoint
+            /// wants them.
+            pub async fn skip_all(pool: &Pool) -> Result<(), DbError> {
+                if !waiting(pool).await? {
+                    return Ok(());
+                }
+                let mut tx = begin(pool).await?;
+                query(dialect().take_cursor).fetch_optional(&mut *tx).await?;
+                query(dialect().skip_all).execute(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            fn dialect() -> &'static Dialect {
+                &$dialect
+            }
+
+            /// Whether an event waits past the cursor.
+            async fn waiting(pool: &Pool) -> Result<bool, DbError> {
+                let mut connection = pool.acquire().await?;
+                let row = query(dialect().peek).fetch_one(&mut *connection).await?;
+                Ok(row.try_get(0)?)
+            }
+
+            async fn insert(
+                tx: &mut Tx,
+                message: &NewMessage,
+                now: DateTime<Utc>,
+                lease_until: Option<DateTime<Utc>>,
+            ) -> Result<(), DbError> {
+                query(INSERT_MESSAGE)
+                    .bind(&message.id)
+                    .bind(&message.endpoint_id)
+                    .bind(message.event_id)
+                    .bind(&message.user_id)
+                    .bind(&message.group_id)
+                    .bind(&message.actor)
+                    .bind(&message.event_type)
+                    .bind(&message.body)
+                    .bind(now)
+                    .bind(lease_until)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(())
+            }
+
+            /// Stores `message` leased until `lease_until`, to be sent now.
+            pub async fn insert_leased(
+                pool: &Pool,
+                message: NewMessage,
+                now: DateTime<Utc>,
+                lease_until: DateTime<Utc>,
+            ) -> Result<(), DbError> {
+                let mut tx = begin(pool).await?;
+                insert(&mut tx, &message, now, Some(lease_until)).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            /// When the next message of `endpoint` not leased is due.
+            pub async fn next_due(
+                pool: &Pool,
+                endpoint: &str,
+                now: DateTime<Utc>,
+            ) -> Result<Option<DateTime<Utc>>, DbError> {
+                let mut tx = begin(pool).await?;
+                let row = query(
+                    "select next_attempt_at from webhook_message where endpoint_id = $1 \
+                     and status = 'PENDING' and (lease_until is null or lease_until <= $2) \
+                     order by next_attempt_at limit 1",
+                )
+                .bind(endpoint)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(row.map(|row| row.try_get(0)).transpose()?)
+            }
+
+            /// Leases up to `limit` due messages of `endpoint`.
+            pub async fn claim(
+                pool: &Pool,
+                endpoint: &str,
+                now: DateTime<Utc>,
+                lease_until: DateTime<Utc>,
+                limit: i64,
+            ) -> Result<Vec<StoredMessage>, DbError> {
+                let mut tx = begin(pool).await?;
+                let rows = query(dialect().claim)
+                    .bind(endpoint)
+                    .bind(now)
+                    .bind(lease_until)
+                    .bind(limit)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let mut claimed = rows.iter().map(message).collect::<Result<Vec<_>, _>>()?;
+                tx.commit().await?;
+                claimed.sort_by_key(|message| message.seq);
+                Ok(claimed)
+            }
+
+            /// Leases the message `id` whatever its status, as a fresh
+            /// series of attempts; none when it is unknown or being sent.
+            pub async fn claim_for_resend(
+                pool: &Pool,
+                id: &str,
+                now: DateTime<Utc>,
+                lease_until: DateTime<Utc>,
+            ) -> Result<Option<StoredMessage>, DbError> {
+                let statement = format!(
+                    "update webhook_message set status = 'PENDING', tries = 0, \
+                     next_attempt_at = $2, lease_until = $3 \
+                     where id = $1 and (lease_until is null or lease_until <= $2) \
+                     returning {MESSAGE_COLUMNS}"
+                );
+                let mut tx = begin(pool).await?;
+                let row = query(&statement)
+                    .bind(id)
+                    .bind(now)
+                    .bind(lease_until)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                row.as_ref().map(message).transpose()
+            }
+
+            /// Stores what attempts gave, for messages still leased as
+            /// taken (an erased one is gone), and what they say of the
+            /// endpoint.
+            pub async fn record(
+                pool: &Pool,
+                endpoint: &str,
+                outcomes: &[Outcome],
+                health: &EndpointHealth,
+                now: DateTime<Utc>,
+            ) -> Result<(), DbError> {
+                let mut tx = begin(pool).await?;
+                $record_many(&mut tx, outcomes).await?;
+                let statement = match health {
+                    EndpointHealth::Answering => {
+                        "update webhook_endpoint set failing_since = null \
+                         where id = $1 and failing_since is not null and $2 = $2 and $3 = $3"
+                    }
+                    EndpointHealth::Failing => {
+                        "update webhook_endpoint set failing_since = $2 \
+                         where id = $1 and failing_since is null and $3 = $3"
+                    }
+                    EndpointHealth::Disable(_) => {
+                        "update webhook_endpoint set enabled = false, disabled_reason = $3, \
+                         failing_since = coalesce(failing_since, $2) where id = $1 and enabled"
+                    }
+                };
+                let reason = match health {
+                    EndpointHealth::Disable(reason) => reason.as_str(),
+                    _ => "",
+                };
+                query(statement)
+                    .bind(endpoint)
+                    .bind(now)
+                    .bind(reason)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            /// Removes delivered and failed messages made before `before`.
+            pub async fn forget_before(pool: &Pool, before: DateTime<Utc>) -> Result<u64, DbError> {
+                let mut tx = begin(pool).await?;
+                let forgotten = query(
+                    "delete from webhook_message where status <> 'PENDING' and created_at < $1",
+                )
+                .bind(before)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                tx.commit().await?;
+                Ok(forgotten)
+            }
+        }
+    };
+}
+
+backend!(
+    on_sqlite,
+    sqlx::Sqlite,
+    SQLITE,
+    "begin immediate",
+    true,
+    sqlite_rows::insert_many,
+    sqlite_rows::record_many
+);
+backend!(
+    on_postgres,
+    sqlx::Postgres,
+    POSTGRES,
+    pooler::begin_statement(),
+    pooler::keep_prepared(),
+    postgres_rows::insert_many,
+    postgres_rows::record_many
+);
+
+const RECORD: &str = "update webhook_message set status = $3, tries = $4, attempts = $5, \
+     next_attempt_at = $6, lease_until = null where id = $1 and lease_until = $2";
+
+/// SQLite's writes of many rows: a statement each, in the process.
+mod sqlite_rows {
+    use super::*;
+
+    type Tx = sqlx::Transaction<'static, sqlx::Sqlite>;
+
+    pub async fn insert_many(
+        tx: &mut Tx,
+        messages: &[NewMessage],
+        now: DateTime<Utc>,
+    ) -> Result<(), DbError> {
+        for message in messages {
+            sqlx::query(INSERT_MESSAGE)
+                .bind(&message.id)
+                .bind(&message.endpoint_id)
+                .bind(message.event_id)
+                .bind(&message.user_id)
+                .bind(&message.group_id)
+                .bind(&message.actor)
+                .bind(&message.event_type)
+                .bind(&message.body)
+                .bind(now)
+                .bind(None::<DateTime<Utc>>)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+
+    pub async fn record_many(tx: &mut Tx, outcomes: &[Outcome]) -> Result<(), DbError> {
+        for outcome in outcomes {
+            sqlx::query(RECORD)
+                .bind(&outcome.message_id)
+                .bind(outcome.lease_until)
+                .bind(outcome.status)
+                .bind(outcome.tries)
+                .bind(&outcome.attempts)
+                .bind(outcome.next_attempt_at)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Postgres's writes of many rows: one statement over arrays, one round trip.
+mod postgres_rows {
+    use super::*;
+
+    type Tx = sqlx::Transaction<'static, sqlx::Postgres>;
+
+    const INSERT_MANY: &str = "insert into webhook_message (id, endpoint_id, event_id, user_id, \
+         group_id, actor, event_type, body, status, next_attempt_at, created_at) \
+         select m.id, m.endpoint_id, m.event_id, m.user_id, m.group_id, m.actor, m.event_type, \
+         m.body, 'PENDING', $9, $9 from unnest($1::text[], $2::text[], $3::int8[], $4::text[], \
+         $5::text[], $6::text[], $7::text[], $8::text[]) with ordinality \
+         as m(id, endpoint_id, event_id, user_id, group_id, actor, event_type, body, n) order by m.n";
+    const RECORD_MANY: &str = "update webhook_message as m set status = o.status, \
+         tries = o.tries, attempts = o.attempts, next_attempt_at = o.next_attempt_at, \
+         lease_until = null from unnest($1::text[], $2::timestamptz[], $3::text[], $4::int4[], \
+         $5::text[], $6::timestamptz[]) as o(id, lease_until, status, tries, attempts, \
+         next_attempt_at) where m.id = o.id and m.lease_until = o.lease_until";
+
+    pub async fn insert_many(
+        tx: &mut Tx,
+        messages: &[NewMessage],
+        now: DateTime<Utc>,
+    ) -> Result<(), DbError> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let column = |get: fn(&NewMessage) -> Option<String>| -> Vec<Option<String>> {
+            messages.iter().map(get).collect()
+        };
+        sqlx::query(INSERT_MANY)
+            .persistent(pooler::keep_prepared())
+            .bind(column(|m| Some(m.id.clone())))
+            .bind(column(|m| Some(m.endpoint_id.clone())))
+            .bind(messages.iter().map(|m| m.event_id).collect::<Vec<_>>())
+            .bind(column(|m| m.user_id.clone()))
+            .bind(column(|m| m.group_id.clone()))
+            .bind(column(|m| m.actor.clone()))
+            .bind(column(|m| Some(m.event_type.clone())))
+            .bind(column(|m| Some(m.body.clone())))
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn record_many(tx: &mut Tx, outcomes: &[Outcome]) -> Result<(), DbError> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(RECORD_MANY)
+            .persistent(pooler::keep_prepared())
+            .bind(
+                outcomes
+                    .iter()
+                    .map(|o| o.message_id.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(outcomes.iter().map(|o| o.lease_until).collect::<Vec<_>>())
+            .bind(
+                outcomes
+                    .iter()
+                    .map(|o| o.status.to_owned())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(outcomes.iter().map(|o| o.tries).collect::<Vec<_>>())
+            .bind(
+                outcomes
+                    .iter()
+                    .map(|o| o.attempts.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                outcomes
+                    .iter()
+                    .map(|o| o.next_attempt_at)
+                    .collect::<Vec<_>>(),
+            )
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+}
+
+fn json(list: &[String]) -> String {
+    serde_json::to_string(list).unwrap_or_else(|_| "[]".to_owned())
+}
+
+/// Webhooks' statements, over the flows' connections.
+#[derive(Debug, Clone)]
+pub struct WebhookStore {
+    backend: Backend,
+}
+
+macro_rules! dispatch {
+    ($store:expr, $function:ident($($argument:expr),*)) => {
+        match &$store.backend {
+            Backend::Sqlite { pool, .. } => on_sqlite::$function(pool, $($argument),*).await,
+            Backend::Postgres { pool, .. } => on_postgres::$function(pool, $($argument),*).await,
+        }
+    };
+}
+
+impl WebhookStore {
+    pub fn new(flows: &FlowStore) -> Self {
+        Self {
+            backend: flows.backend.clone(),
+        }
+    }
+
+    pub async fn endpoints(&self) -> Result<Vec<StoredEndpoint>, DbError> {
+        dispatch!(self, endpoints())
+    }
+
+    pub async fn create_endpoint(
+        &self,
+        endpoint: StoredEndpoint,
+        max: i64,
+    ) -> Result<bool, DbError> {
+        dispatch!(self, create_endpoint(endpoint, max))
+    }
+
+    pub async fn update_endpoint(
+        &self,
+        endpoint: StoredEndpoint,
+        now: DateTime<Utc>,
+    ) -> Result<bool, DbError> {
+        dispatch!(self, update_endpoint(endpoint, now))
+    }
+
+    pub async fn delete_endpoint(&self, id: &str) -> Result<bool, DbError> {
+        dispatch!(self, delete_endpoint(id))
+    }
+
+    pub async fn messages(
+        &self,
+        endpoint: &str,
+        status: Option<&str>,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<StoredMessage>, DbError> {
+        dispatch!(self, messages(endpoint, status, before, limit))
+    }
+
+    pub async fn message(&self, id: &str) -> Result<Option<StoredMessage>, DbError> {
+        dispatch!(self, message_by_id(id))
+    }
+
+    /// One pass of making events into messages, in a task that runs to the
+    /// end whatever its caller does.
+    pub async fn fan_out(
+        &self,
+        limit: i64,
+        now: DateTime<Utc>,
+        render: impl Fn(&OutboxEvent) -> Result<Vec<NewMessage>, Error> + Send + Sync + 'static,
+    ) -> Result<FanOut, Error> {
+        let backend = self.backend.clone();
+        to_the_end(async move {
+            match &backend {
+                Backend::Sqlite { pool, .. } => on_sqlite::fan_out(pool, limit, now, &render).await,
+                Backend::Postgres { pool, .. } => {
+                    on_postgres::fan_out(pool, limit, now, &render).await
+                }
+            }
+        })
+        .await
+    }
+
+    pub async fn skip_all(&self) -> Result<(), DbError> {
+        dispatch!(self, skip_all())
+    }
+
+    pub async fn insert_leased(
+        &self,
+        message: NewMessage,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<(), DbError> {
+        dispatch!(self, insert_leased(message, now, lease_until))
+    }
+
+    pub async fn next_due(
+        &self,
+        endpoint: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>, DbError> {
+        dispatch!(self, next_due(endpoint, now))
+    }
+
+    pub async fn claim(
+        &self,
+        endpoint: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<StoredMessage>, DbError> {
+        dispatch!(self, claim(endpoint, now, lease_until, limit))
+    }
+
+    pub async fn claim_for_resend(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Option<StoredMessage>, DbError> {
+        dispatch!(self, claim_for_resend(id, now, lease_until))
+    }
+
+    pub async fn record(
+        &self,
+        endpoint: &str,
+        outcomes: &[Outcome],
+        health: &EndpointHealth,
+        now: DateTime<Utc>,
+    ) -> Result<(), DbError> {
+        dispatch!(self, record(endpoint, outcomes, health, now))
+    }
+
+    pub async fn forget_before(&self, before: DateTime<Utc>) -> Result<u64, DbError> {
+        dispatch!(self, forget_before(before))
+    }
+}
