@@ -86,10 +86,10 @@ enum Whose {
 }
 
 impl Whose {
-    /// Messages that carry the erased one's data.
-    fn messages(self) -> &'static str {
+    /// The messages that tell of the erased one's own states: removed.
+    fn removed(self) -> &'static str {
         match self {
-            Whose::User => "(user_id = $1 or actor = $1)",
+            Whose::User => "user_id = $1 and group_id is null",
             Whose::Group => "group_id = $1",
         }
     }
@@ -109,17 +109,38 @@ impl Whose {
     }
 }
 
-/// The statements, as functions over one backend's pool.
+/// A message's body with `user` as the actor, and as the user, anonymized.
+fn anonymized(body: &str, user: &str) -> String {
+    let Ok(mut body) = serde_json::from_str::<serde_json::Value>(body) else {
+        return body.to_owned();
+    };
+    for field in ["actor", "userId"] {
+        if body["data"][field] == user {
+            body["data"][field] = ERASED_ACTOR.into();
+        }
+    }
+    body.to_string()
+}
+
+/// The statements, as functions over one backend's pool. `$for_update`
+/// locks the rows a select reads, where the backend can.
 macro_rules! backend {
-    ($module:ident, $db:ty, $begin:expr) => {
+    ($module:ident, $db:ty, $begin:expr, $for_update:literal) => {
         mod $module {
             use super::*;
 
-            /// Runs `statements` with `$1` and `$2` in one transaction, and
-            /// removes the webhook messages that carry the erased one's
-            /// data then sends the erasure's own: the rows each statement
-            /// changed, and until when a message of theirs may still be on
-            /// its way (taken for sending before the erasure).
+            fn query(statement: &str) -> sqlx::query::Query<'_, $db, <$db as sqlx::Database>::Arguments<'_>> {
+                sqlx::query(statement).persistent(false)
+            }
+
+            /// Runs `statements` with `$1` and `$2` in one transaction, with
+            /// the webhook messages that carry the erased one's data: those
+            /// of their own states removed, those of others' states they
+            /// changed anonymized, and the erasure's own message for every
+            /// endpoint whose types admit it (a disabled one gets it once
+            /// enabled again). Returns the rows each statement changed, and
+            /// until when a message of theirs taken for sending before the
+            /// erasure may still be on its way.
             pub async fn run<const N: usize>(
                 pool: &sqlx::Pool<$db>,
                 statements: [&'static str; N],
@@ -131,15 +152,50 @@ macro_rules! backend {
                 let mut tx = pool.begin_with($begin).await.map_err(DbError::from)?;
                 // Waits for a pass making messages to commit, and keeps the
                 // next from reading the rows before this erasure commits.
-                sqlx::query("update webhook_cursor set event_id = event_id")
-                    .persistent(false)
+                query("update webhook_cursor set event_id = event_id")
                     .execute(&mut *tx)
                     .await
                     .map_err(DbError::from)?;
+                // Before the events go (their messages go with them), so
+                // that the leases of those being sent are seen, a lease
+                // taken meanwhile included.
+                let mut leases: Vec<Option<DateTime<Utc>>> = sqlx::query_scalar(&format!(
+                    "delete from webhook_message where {} returning lease_until",
+                    whose.removed()
+                ))
+                .persistent(false)
+                .bind(first)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(DbError::from)?;
+                if let Whose::User = whose {
+                    let changed: Vec<(String, String, Option<DateTime<Utc>>)> = sqlx::query_as(concat!(
+                        "select id, body, lease_until from webhook_message where actor = $1",
+                        $for_update
+                    ))
+                    .persistent(false)
+                    .bind(first)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(DbError::from)?;
+                    for (id, body, lease) in changed {
+                        query(
+                            "update webhook_message set body = $2, actor = $3, \
+                             user_id = case when user_id = $4 then $3 else user_id end where id = $1",
+                        )
+                        .bind(&id)
+                        .bind(anonymized(&body, first))
+                        .bind(ERASED_ACTOR)
+                        .bind(first)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(DbError::from)?;
+                        leases.push(lease);
+                    }
+                }
                 let mut counts = [0; N];
                 for (statement, count) in statements.into_iter().zip(&mut counts) {
-                    *count = sqlx::query(statement)
-                        .persistent(false)
+                    *count = query(statement)
                         .bind(first)
                         .bind(second)
                         .execute(&mut *tx)
@@ -147,30 +203,12 @@ macro_rules! backend {
                         .map_err(DbError::from)?
                         .rows_affected();
                 }
-                let in_flight: Option<DateTime<Utc>> = sqlx::query_scalar(&format!(
-                    "select max(lease_until) from webhook_message where {} \
-                     and lease_until > $2",
-                    whose.messages()
-                ))
-                .persistent(false)
-                .bind(first)
-                .bind(now)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(DbError::from)?;
-                sqlx::query(&format!("delete from webhook_message where {}", whose.messages()))
-                    .persistent(false)
-                    .bind(first)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(DbError::from)?;
-                let endpoints: Vec<(String, String)> = sqlx::query_as(
-                    "select id, event_types from webhook_endpoint where enabled",
-                )
-                .persistent(false)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(DbError::from)?;
+                let endpoints: Vec<(String, String)> =
+                    sqlx::query_as("select id, event_types from webhook_endpoint")
+                        .persistent(false)
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(DbError::from)?;
                 let message_type = whose.message_type();
                 let body = webhook::body(message_type, now, whose.data(first));
                 for (endpoint, types) in endpoints {
@@ -178,11 +216,10 @@ macro_rules! backend {
                     if !types.is_empty() && !types.iter().any(|t| t == message_type) {
                         continue;
                     }
-                    sqlx::query(
+                    query(
                         "insert into webhook_message (id, endpoint_id, event_type, body, status, \
                          next_attempt_at, created_at) values ($1, $2, $3, $4, 'PENDING', $5, $5)",
                     )
-                    .persistent(false)
                     .bind(webhook::new_id("msg"))
                     .bind(&endpoint)
                     .bind(message_type)
@@ -193,14 +230,20 @@ macro_rules! backend {
                     .map_err(DbError::from)?;
                 }
                 tx.commit().await.map_err(DbError::from)?;
+                let in_flight = leases.into_iter().flatten().filter(|lease| *lease > now).max();
                 Ok((counts, in_flight))
             }
         }
     };
 }
 
-backend!(on_sqlite, sqlx::Sqlite, "begin immediate");
-backend!(on_postgres, sqlx::Postgres, pooler::begin_statement());
+backend!(on_sqlite, sqlx::Sqlite, "begin immediate", "");
+backend!(
+    on_postgres,
+    sqlx::Postgres,
+    pooler::begin_statement(),
+    " for update"
+);
 
 impl FlowStore {
     /// Every row of the user in every table that holds users' data, and the

@@ -29,7 +29,8 @@ pub use migrations::MigrationStatus;
 pub use postgres::Postgres;
 pub use sqlite::Sqlite;
 pub use webhooks::{
-    EndpointHealth, FanOut, NewMessage, Outcome, StoredEndpoint, StoredMessage, WebhookStore,
+    DISABLED_BY_ADMIN, EndpointFields, EndpointHealth, FanOut, NewMessage, Outcome, StoredEndpoint,
+    StoredMessage, WebhookStore,
 };
 
 /// How long a request waits for a free connection before failing.

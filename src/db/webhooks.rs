@@ -14,7 +14,7 @@ use sqlx::Row;
 use super::DbError;
 use super::flows::{Backend, FlowStore, to_the_end};
 use super::pooler;
-use crate::domain::webhook::{OutboxEvent, Snapshot};
+use crate::domain::webhook::{Filter, OutboxEvent, Snapshot};
 use crate::domain::{Error, EventType, Scope};
 
 /// An endpoint as stored.
@@ -33,6 +33,18 @@ pub struct StoredEndpoint {
     pub failing_since: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
 }
+
+/// What an admin changes of an endpoint: its URL and filters.
+#[derive(Debug, Clone)]
+pub struct EndpointFields {
+    pub url: String,
+    pub description: Option<String>,
+    pub event_types: Vec<String>,
+    pub flows: Vec<String>,
+}
+
+/// Why an endpoint an admin disabled is disabled.
+pub const DISABLED_BY_ADMIN: &str = "Disabled by an admin.";
 
 /// A message as stored.
 #[derive(Debug, Clone)]
@@ -93,6 +105,9 @@ pub struct FanOut {
     /// The endpoints that got messages.
     pub endpoints: Vec<String>,
     pub more: bool,
+    /// Events that record no state (written by a release before webhooks),
+    /// passed over.
+    pub unrecorded: usize,
 }
 
 const ENDPOINT_COLUMNS: &str = "id, url, description, event_types, flows, enabled, \
@@ -145,6 +160,7 @@ const SQLITE: Dialect = Dialect {
     claim: "update webhook_message set lease_until = $3 where seq in (select seq \
          from webhook_message where endpoint_id = $1 and status = 'PENDING' \
          and next_attempt_at <= $2 and (lease_until is null or lease_until <= $2) \
+         and exists (select 1 from webhook_endpoint where id = $1 and enabled) \
          order by next_attempt_at, seq limit $4) returning seq, id, endpoint_id, event_type, body, \
          status, tries, attempts, next_attempt_at, lease_until, created_at",
 };
@@ -172,6 +188,7 @@ const POSTGRES: Dialect = Dialect {
     claim: "update webhook_message set lease_until = $3 where seq in (select seq \
          from webhook_message where endpoint_id = $1 and status = 'PENDING' \
          and next_attempt_at <= $2 and (lease_until is null or lease_until <= $2) \
+         and exists (select 1 from webhook_endpoint where id = $1 and enabled) \
          order by next_attempt_at, seq limit $4 for update skip locked) returning seq, id, \
          endpoint_id, event_type, body, status, tries, attempts, next_attempt_at, lease_until, \
          created_at",
@@ -200,7 +217,7 @@ macro_rules! backend {
                 Ok(pool.begin_with($begin).await?)
             }
 
-            fn endpoint(row: &DbRow) -> Result<StoredEndpoint, DbError> {
+            fn read_endpoint(row: &DbRow) -> Result<StoredEndpoint, DbError> {
                 let list = |index: usize| -> Result<Vec<String>, DbError> {
                     let text: String = row.try_get(index)?;
                     Ok(serde_json::from_str(&text).unwrap_or_default())
@@ -270,7 +287,7 @@ macro_rules! backend {
                 let mut tx = begin(pool).await?;
                 let rows = query(&statement).fetch_all(&mut *tx).await?;
                 tx.commit().await?;
-                rows.iter().map(endpoint).collect()
+                rows.iter().map(read_endpoint).collect()
             }
 
             /// Inserts `endpoint` unless `max` exist: whether it did.
@@ -310,55 +327,110 @@ macro_rules! backend {
                 Ok(true)
             }
 
-            /// Stores `endpoint` as given. Enabling it clears why it was
-            /// disabled and makes what is pending due now.
-            pub async fn update_endpoint(
+            pub async fn endpoint(pool: &Pool, id: &str) -> Result<Option<StoredEndpoint>, DbError> {
+                let statement =
+                    format!("select {ENDPOINT_COLUMNS} from webhook_endpoint where id = $1");
+                let mut tx = begin(pool).await?;
+                let row = query(&statement).bind(id).fetch_optional(&mut *tx).await?;
+                tx.commit().await?;
+                row.as_ref().map(read_endpoint).transpose()
+            }
+
+            /// Changes what is given, and nothing else, so that a change
+            /// racing another (a 410 disabling the endpoint, a rotation)
+            /// undoes neither. Enabling it clears why it was disabled and
+            /// makes what is pending due now: under the cursor's lock, so
+            /// that a pass sees the endpoint enabled or runs before it is.
+            pub async fn change_endpoint(
                 pool: &Pool,
-                endpoint: StoredEndpoint,
+                id: &str,
+                fields: Option<EndpointFields>,
+                enabled: Option<bool>,
                 now: DateTime<Utc>,
             ) -> Result<bool, DbError> {
                 let mut tx = begin(pool).await?;
-                let was: Option<bool> =
-                    query("select enabled from webhook_endpoint where id = $1")
-                        .bind(&endpoint.id)
-                        .fetch_optional(&mut *tx)
-                        .await?
-                        .map(|row| row.try_get(0))
-                        .transpose()?;
-                let Some(was) = was else {
+                query("update webhook_cursor set event_id = event_id")
+                    .execute(&mut *tx)
+                    .await?;
+                let exists = query("select 1 from webhook_endpoint where id = $1")
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .is_some();
+                if !exists {
                     return Ok(false);
-                };
-                query(
-                    "update webhook_endpoint set url = $2, description = $3, event_types = $4, \
-                     flows = $5, enabled = $6, disabled_reason = $7, secret = $8, \
-                     previous_secret = $9, previous_secret_until = $10, failing_since = $11 \
-                     where id = $1",
-                )
-                .bind(&endpoint.id)
-                .bind(&endpoint.url)
-                .bind(&endpoint.description)
-                .bind(json(&endpoint.event_types))
-                .bind(json(&endpoint.flows))
-                .bind(endpoint.enabled)
-                .bind(&endpoint.disabled_reason)
-                .bind(&endpoint.secret)
-                .bind(&endpoint.previous_secret)
-                .bind(endpoint.previous_secret_until)
-                .bind(endpoint.failing_since)
-                .execute(&mut *tx)
-                .await?;
-                if endpoint.enabled && !was {
+                }
+                if let Some(fields) = fields {
                     query(
-                        "update webhook_message set next_attempt_at = $2 \
-                         where endpoint_id = $1 and status = 'PENDING'",
+                        "update webhook_endpoint set url = $2, description = $3, \
+                         event_types = $4, flows = $5 where id = $1",
                     )
-                    .bind(&endpoint.id)
-                    .bind(now)
+                    .bind(id)
+                    .bind(&fields.url)
+                    .bind(&fields.description)
+                    .bind(json(&fields.event_types))
+                    .bind(json(&fields.flows))
                     .execute(&mut *tx)
                     .await?;
                 }
+                match enabled {
+                    Some(true) => {
+                        let enabled = query(
+                            "update webhook_endpoint set enabled = true, disabled_reason = null, \
+                             failing_since = null where id = $1 and not enabled",
+                        )
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                        if enabled > 0 {
+                            query(
+                                "update webhook_message set next_attempt_at = $2 \
+                                 where endpoint_id = $1 and status = 'PENDING'",
+                            )
+                            .bind(id)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?;
+                        }
+                    }
+                    Some(false) => {
+                        query(
+                            "update webhook_endpoint set enabled = false, disabled_reason = $2 \
+                             where id = $1 and enabled",
+                        )
+                        .bind(id)
+                        .bind(DISABLED_BY_ADMIN)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    None => {}
+                }
                 tx.commit().await?;
                 Ok(true)
+            }
+
+            /// Makes `secret` the endpoint's, the one it replaces signing
+            /// beside it until `until`.
+            pub async fn rotate(
+                pool: &Pool,
+                id: &str,
+                secret: &str,
+                until: DateTime<Utc>,
+            ) -> Result<bool, DbError> {
+                let mut tx = begin(pool).await?;
+                let rotated = query(
+                    "update webhook_endpoint set previous_secret = secret, secret = $2, \
+                     previous_secret_until = $3 where id = $1",
+                )
+                .bind(id)
+                .bind(secret)
+                .bind(until)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                tx.commit().await?;
+                Ok(rotated > 0)
             }
 
             pub async fn delete_endpoint(pool: &Pool, id: &str) -> Result<bool, DbError> {
@@ -409,17 +481,20 @@ macro_rules! backend {
             }
 
             /// One pass of making events into messages: takes the cursor
-            /// (or returns at once when another holds it), reads up to
-            /// `limit` events past it, stores the messages `render` makes of
-            /// each, and moves the cursor past them, all in one
-            /// transaction. `render` failing leaves everything as it was.
+            /// (or returns at once when another holds it), reads the
+            /// enabled endpoints and up to `limit` events past it, stores
+            /// the messages `render` makes of each for those endpoints, and
+            /// moves the cursor past them, all in one transaction. With no
+            /// endpoint enabled, the cursor moves past every event there is.
+            /// `render` failing leaves everything as it was.
             pub async fn fan_out(
                 pool: &Pool,
                 limit: i64,
                 now: DateTime<Utc>,
-                render: &(dyn Fn(&OutboxEvent) -> Result<Vec<NewMessage>, Error> + Sync),
+                render: &(dyn Fn(&OutboxEvent, &[(String, Filter)]) -> Result<Vec<NewMessage>, Error>
+                      + Sync),
             ) -> Result<FanOut, Error> {
-                let dialect: &Dialect = &$dialect;
+                let dialect = dialect();
                 if !waiting(pool).await? {
                     return Ok(FanOut::default());
                 }
@@ -431,12 +506,40 @@ macro_rules! backend {
                 else {
                     return Ok(FanOut::default());
                 };
-                let (position, event_id): (String, i64) =
-                    (cursor.try_get(0).map_err(DbError::from)?, cursor.try_get(1).map_err(DbError::from)?);
+                // Read under the cursor's lock, which creating and enabling
+                // an endpoint take too: an endpoint is in a pass or commits
+                // after it.
+                let endpoints = query(
+                    "select id, event_types, flows from webhook_endpoint where enabled order by id",
+                )
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(DbError::from)?
+                .iter()
+                .map(|row| {
+                    let list = |index: usize| -> Result<Vec<String>, DbError> {
+                        let text: String = row.try_get(index)?;
+                        Ok(serde_json::from_str(&text).unwrap_or_default())
+                    };
+                    Ok((row.try_get(0)?, Filter { types: list(1)?, flows: list(2)? }))
+                })
+                .collect::<Result<Vec<(String, Filter)>, DbError>>()?;
+                if endpoints.is_empty() {
+                    query(dialect.skip_all).execute(&mut *tx).await.map_err(DbError::from)?;
+                    tx.commit().await.map_err(DbError::from)?;
+                    return Ok(FanOut::default());
+                }
+                let (position, event_id): (String, i64) = (
+                    cursor.try_get(0).map_err(DbError::from)?,
+                    cursor.try_get(1).map_err(DbError::from)?,
+                );
+                // At most about `limit` messages a pass, however many
+                // endpoints: a pass holds SQLite's one write lock.
+                let events = (limit / endpoints.len() as i64).max(1);
                 let rows = query(dialect.events_after)
                     .bind(&position)
                     .bind(event_id)
-                    .bind(limit)
+                    .bind(events)
                     .fetch_all(&mut *tx)
                     .await
                     .map_err(DbError::from)?;
@@ -445,15 +548,20 @@ macro_rules! backend {
                 };
                 let last_position: String = last.try_get(11).map_err(DbError::from)?;
                 let last_id: i64 = last.try_get(0).map_err(DbError::from)?;
-                let mut endpoints = Vec::new();
+                let mut fanned = FanOut {
+                    events: rows.len(),
+                    more: rows.len() as i64 >= events,
+                    ..FanOut::default()
+                };
                 let mut made = Vec::new();
                 for row in &rows {
                     let Some(event) = outbox_event(row)? else {
+                        fanned.unrecorded += 1;
                         continue;
                     };
-                    for message in render(&event)? {
-                        if !endpoints.contains(&message.endpoint_id) {
-                            endpoints.push(message.endpoint_id.clone());
+                    for message in render(&event, &endpoints)? {
+                        if !fanned.endpoints.contains(&message.endpoint_id) {
+                            fanned.endpoints.push(message.endpoint_id.clone());
                         }
                         made.push(message);
                     }
@@ -466,24 +574,7 @@ macro_rules! backend {
                     .await
                     .map_err(DbError::from)?;
                 tx.commit().await.map_err(DbError::from)?;
-                Ok(FanOut {
-                    events: rows.len(),
-                    endpoints,
-                    more: rows.len() as i64 >= limit,
-                })
-            }
-
-            /// Moves the cursor past every event there is: no endpoint
-            /// wants them.
-            pub async fn skip_all(pool: &Pool) -> Result<(), DbError> {
-                if !waiting(pool).await? {
-                    return Ok(());
-                }
-                let mut tx = begin(pool).await?;
-                query(dialect().take_cursor).fetch_optional(&mut *tx).await?;
-                query(dialect().skip_all).execute(&mut *tx).await?;
-                tx.commit().await?;
-                Ok(())
+                Ok(fanned)
             }
 
             fn dialect() -> &'static Dialect {
@@ -492,8 +583,9 @@ macro_rules! backend {
 
             /// Whether an event waits past the cursor.
             async fn waiting(pool: &Pool) -> Result<bool, DbError> {
-                let mut connection = pool.acquire().await?;
-                let row = query(dialect().peek).fetch_one(&mut *connection).await?;
+                let mut tx = begin(pool).await?;
+                let row = query(dialect().peek).fetch_one(&mut *tx).await?;
+                tx.commit().await?;
                 Ok(row.try_get(0)?)
             }
 
@@ -639,18 +731,29 @@ macro_rules! backend {
                 Ok(())
             }
 
-            /// Removes delivered and failed messages made before `before`.
+            /// Removes delivered and failed messages made before `before`,
+            /// a thousand at a time, so that no transaction holds the
+            /// tables (SQLite's one write lock) for long.
             pub async fn forget_before(pool: &Pool, before: DateTime<Utc>) -> Result<u64, DbError> {
-                let mut tx = begin(pool).await?;
-                let forgotten = query(
-                    "delete from webhook_message where status <> 'PENDING' and created_at < $1",
-                )
-                .bind(before)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                tx.commit().await?;
-                Ok(forgotten)
+                let mut forgotten = 0;
+                loop {
+                    let mut tx = begin(pool).await?;
+                    let deleted = query(
+                        "delete from webhook_message where seq in (select seq \
+                         from webhook_message where status <> 'PENDING' and created_at < $1 \
+                         limit 1000)",
+                    )
+                    .bind(before)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    tx.commit().await?;
+                    forgotten += deleted;
+                    if deleted < 1000 {
+                        return Ok(forgotten);
+                    }
+                    tokio::task::yield_now().await;
+                }
             }
         }
     };
@@ -675,50 +778,78 @@ backend!(
     postgres_rows::record_many
 );
 
-const RECORD: &str = "update webhook_message set status = $3, tries = $4, attempts = $5, \
-     next_attempt_at = $6, lease_until = null where id = $1 and lease_until = $2";
-
-/// SQLite's writes of many rows: a statement each, in the process.
+/// SQLite's writes of many rows: one statement over a JSON array, so that
+/// a batch is one call to the connection's thread, not one per row.
 mod sqlite_rows {
+    use chrono::SecondsFormat;
+    use serde_json::json;
+
     use super::*;
 
     type Tx = sqlx::Transaction<'static, sqlx::Sqlite>;
+
+    const INSERT_MANY: &str = "insert into webhook_message (id, endpoint_id, event_id, user_id, \
+         group_id, actor, event_type, body, status, next_attempt_at, created_at) \
+         select json_extract(value, '$.id'), json_extract(value, '$.endpoint'), \
+         json_extract(value, '$.event'), json_extract(value, '$.user'), \
+         json_extract(value, '$.group'), json_extract(value, '$.actor'), \
+         json_extract(value, '$.type'), json_extract(value, '$.body'), 'PENDING', $2, $2 \
+         from json_each($1) order by key";
+    const RECORD_MANY: &str = "update webhook_message set \
+         status = json_extract(o.value, '$.status'), tries = json_extract(o.value, '$.tries'), \
+         attempts = json_extract(o.value, '$.attempts'), \
+         next_attempt_at = json_extract(o.value, '$.next'), lease_until = null \
+         from json_each($1) as o where webhook_message.id = json_extract(o.value, '$.id') \
+         and webhook_message.lease_until = json_extract(o.value, '$.lease')";
+
+    /// A time as sqlx writes it into SQLite, so that the two compare equal.
+    fn stored(at: DateTime<Utc>) -> String {
+        at.to_rfc3339_opts(SecondsFormat::AutoSi, false)
+    }
 
     pub async fn insert_many(
         tx: &mut Tx,
         messages: &[NewMessage],
         now: DateTime<Utc>,
     ) -> Result<(), DbError> {
-        for message in messages {
-            sqlx::query(INSERT_MESSAGE)
-                .bind(&message.id)
-                .bind(&message.endpoint_id)
-                .bind(message.event_id)
-                .bind(&message.user_id)
-                .bind(&message.group_id)
-                .bind(&message.actor)
-                .bind(&message.event_type)
-                .bind(&message.body)
-                .bind(now)
-                .bind(None::<DateTime<Utc>>)
-                .execute(&mut **tx)
-                .await?;
+        if messages.is_empty() {
+            return Ok(());
         }
+        let rows: Vec<serde_json::Value> = messages
+            .iter()
+            .map(|m| {
+                json!({
+                    "id": m.id, "endpoint": m.endpoint_id, "event": m.event_id, "user": m.user_id,
+                    "group": m.group_id, "actor": m.actor, "type": m.event_type, "body": m.body,
+                })
+            })
+            .collect();
+        sqlx::query(INSERT_MANY)
+            .bind(serde_json::Value::Array(rows).to_string())
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
         Ok(())
     }
 
     pub async fn record_many(tx: &mut Tx, outcomes: &[Outcome]) -> Result<(), DbError> {
-        for outcome in outcomes {
-            sqlx::query(RECORD)
-                .bind(&outcome.message_id)
-                .bind(outcome.lease_until)
-                .bind(outcome.status)
-                .bind(outcome.tries)
-                .bind(&outcome.attempts)
-                .bind(outcome.next_attempt_at)
-                .execute(&mut **tx)
-                .await?;
+        if outcomes.is_empty() {
+            return Ok(());
         }
+        let rows: Vec<serde_json::Value> = outcomes
+            .iter()
+            .map(|o| {
+                json!({
+                    "id": o.message_id, "lease": stored(o.lease_until), "status": o.status,
+                    "tries": o.tries, "attempts": o.attempts,
+                    "next": o.next_attempt_at.map(stored),
+                })
+            })
+            .collect();
+        sqlx::query(RECORD_MANY)
+            .bind(serde_json::Value::Array(rows).to_string())
+            .execute(&mut **tx)
+            .await?;
         Ok(())
     }
 }
@@ -844,12 +975,27 @@ impl WebhookStore {
         dispatch!(self, create_endpoint(endpoint, max))
     }
 
-    pub async fn update_endpoint(
+    pub async fn endpoint(&self, id: &str) -> Result<Option<StoredEndpoint>, DbError> {
+        dispatch!(self, endpoint(id))
+    }
+
+    pub async fn change_endpoint(
         &self,
-        endpoint: StoredEndpoint,
+        id: &str,
+        fields: Option<EndpointFields>,
+        enabled: Option<bool>,
         now: DateTime<Utc>,
     ) -> Result<bool, DbError> {
-        dispatch!(self, update_endpoint(endpoint, now))
+        dispatch!(self, change_endpoint(id, fields, enabled, now))
+    }
+
+    pub async fn rotate(
+        &self,
+        id: &str,
+        secret: &str,
+        until: DateTime<Utc>,
+    ) -> Result<bool, DbError> {
+        dispatch!(self, rotate(id, secret, until))
     }
 
     pub async fn delete_endpoint(&self, id: &str) -> Result<bool, DbError> {
@@ -876,7 +1022,10 @@ impl WebhookStore {
         &self,
         limit: i64,
         now: DateTime<Utc>,
-        render: impl Fn(&OutboxEvent) -> Result<Vec<NewMessage>, Error> + Send + Sync + 'static,
+        render: impl Fn(&OutboxEvent, &[(String, Filter)]) -> Result<Vec<NewMessage>, Error>
+        + Send
+        + Sync
+        + 'static,
     ) -> Result<FanOut, Error> {
         let backend = self.backend.clone();
         to_the_end(async move {
@@ -888,10 +1037,6 @@ impl WebhookStore {
             }
         })
         .await
-    }
-
-    pub async fn skip_all(&self) -> Result<(), DbError> {
-        dispatch!(self, skip_all())
     }
 
     pub async fn insert_leased(

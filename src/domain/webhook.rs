@@ -181,6 +181,13 @@ pub fn check_url(text: &str, allow_private: bool) -> Result<Url> {
                 .to_owned(),
         );
     }
+    // As it will be stored and sent: percent-encoding may have grown it.
+    if url.as_str().len() > MAX_URL_BYTES {
+        return bad(format!(
+            "is {} bytes long once encoded; the most is {MAX_URL_BYTES}.",
+            url.as_str().len()
+        ));
+    }
     let Some(host) = url.host() else {
         return bad("has no host.".to_owned());
     };
@@ -236,16 +243,27 @@ pub fn is_public(ip: IpAddr) -> bool {
             if let Some(v4) = ip.to_ipv4_mapped() {
                 return is_public(IpAddr::V4(v4));
             }
-            let first = ip.segments()[0];
+            let segments = ip.segments();
+            let [first, second, ..] = segments;
+            // 6to4 carries an IPv4 address in its second and third segments.
+            if first == 0x2002 {
+                let [a, b] = second.to_be_bytes();
+                let [c, d] = segments[2].to_be_bytes();
+                return is_public(IpAddr::V4(std::net::Ipv4Addr::new(a, b, c, d)));
+            }
             !(ip.is_loopback()
                 || ip.is_unspecified()
                 || ip.is_multicast()
                 || (first & 0xfe00) == 0xfc00
                 || (first & 0xffc0) == 0xfe80
                 || (first & 0xffc0) == 0xfec0
-                || first == 0x2001 && ip.segments()[1] == 0x0db8
-                || first == 0x0064 && ip.segments()[1] == 0xff9b
-                || ip.segments()[..6] == [0; 6])
+                // Documentation, Teredo and ORCHID-style tunnels (2001::/23).
+                || (first == 0x2001 && (second == 0x0db8 || second < 0x0200))
+                // NAT64 (64:ff9b::/96 and the local 64:ff9b:1::/48), which
+                // reach IPv4 addresses behind the translator.
+                || (first == 0x0064 && second == 0xff9b)
+                // IPv4-compatible and SIIT (::ffff:0:a.b.c.d) forms.
+                || segments[..4] == [0; 4])
         }
     }
 }
@@ -384,7 +402,11 @@ impl OutboxEvent {
                 "at": rfc3339(self.at),
                 "state": {
                     "status": state.status,
-                    "currentStep": state.current_step,
+                    // As the API's FlowState has it: the step's key, null
+                    // past the last step or on a flow without steps.
+                    "currentStep": usize::try_from(state.current_step)
+                        .ok()
+                        .and_then(|index| steps.get(index)),
                     "doneSteps": done,
                     "totalSteps": steps.len(),
                     "completedAt": state.completed_at.map(rfc3339),
@@ -423,6 +445,10 @@ mod tests {
             "https://localhost:8443/",
             "https://api.localhost/",
             "https://0.0.0.0/",
+            "https://2130706433/",
+            "https://0177.0.0.1/",
+            "https://0x7f.1/",
+            "https://[2002:7f00:1::]/",
             "not a url",
         ] {
             let error = check_url(refused, false).expect_err(refused);
@@ -431,11 +457,19 @@ mod tests {
         assert!(check_url("http://127.0.0.1:9000/", true).is_ok());
         let long = format!("https://example.com/{}", "a".repeat(MAX_URL_BYTES));
         assert!(check_url(&long, true).is_err());
+        let grows = format!("https://example.com/{}", "é".repeat(700));
+        assert!(grows.len() < MAX_URL_BYTES && check_url(&grows, true).is_err());
     }
 
     #[test]
     fn public_addresses_are_the_routable_ones() {
-        for public in ["93.184.216.34", "2606:2800:220:1::1", "100.128.0.1"] {
+        for public in [
+            "93.184.216.34",
+            "2606:2800:220:1::1",
+            "100.128.0.1",
+            "2002:5db8:d822::1",
+            "2a00:1450:4001::1",
+        ] {
             assert!(is_public(public.parse().unwrap()), "{public}");
         }
         for private in [

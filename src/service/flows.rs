@@ -180,6 +180,16 @@ impl Flows {
             .collect())
     }
 
+    /// The keys of the published flows, read from the database now.
+    pub async fn published_keys_now(&self) -> Result<Vec<String>> {
+        Ok(self
+            .catalog_read_after(Instant::now())
+            .await?
+            .published()
+            .map(|flow| flow.key().to_owned())
+            .collect())
+    }
+
     /// The step keys of every version of every flow, by flow and version,
     /// `onboarding`'s undeclared version 0 among them; read again from the
     /// database when `reread`.

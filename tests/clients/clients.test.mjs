@@ -710,6 +710,47 @@ for (const backend of backends()) {
       });
     });
 
+    test('the webhook example operations register, test, list, change and remove an endpoint', async () => {
+      const admin = urql(countingFetch(), await server.token('urql-admin', { role: 'admin' }));
+      const asAdmin = runner(admin);
+      // A public name the server may send to; from this machine it does not resolve.
+      const url = 'https://hooks.example.com/onboarding';
+      const created = await asAdmin('CreateWebhookEndpoint', {
+        input: { url, description: 'CRM', eventTypes: ['flow.completed'] },
+      });
+      assert.match(created.secret, /^whsec_[A-Za-z0-9+/]+=*$/);
+      const { endpoint } = created;
+      assert.deepEqual(
+        { url: endpoint.url, description: endpoint.description, eventTypes: endpoint.eventTypes, flows: endpoint.flows, enabled: endpoint.enabled },
+        { url, description: 'CRM', eventTypes: ['flow.completed'], flows: [], enabled: true },
+      );
+      assert.ok((await asAdmin('WebhookEndpoints')).some((listed) => listed.id === endpoint.id));
+
+      const tested = await asAdmin('TestWebhookEndpoint', { id: endpoint.id });
+      assert.equal(tested.eventType, 'webhook.test');
+      assert.equal(tested.attempts.length, 1);
+      assert.equal(tested.attempts[0].responseStatus, null, 'no answer from a name that does not resolve');
+      assert.equal(typeof tested.attempts[0].error, 'string');
+      assert.equal(tested.status, 'PENDING');
+      assert.match(tested.nextAttemptAt, DATE_TIME);
+
+      const resent = await asAdmin('ResendWebhookMessage', { id: tested.id });
+      assert.equal(resent.id, tested.id, 'the same webhook-id on every attempt');
+      assert.equal(resent.attempts.length, 2);
+      // Other tests' completions may be among its messages: the test one is there, once.
+      const page = await asAdmin('WebhookMessages', { endpointId: endpoint.id, first: 100 });
+      assert.equal(page.edges.filter((edge) => edge.node.id === tested.id).length, 1);
+      assert.equal(page.pageInfo.hasNextPage, false);
+
+      const disabled = await asAdmin('UpdateWebhookEndpoint', { id: endpoint.id, enabled: false });
+      assert.equal(disabled.enabled, false);
+      assert.equal(disabled.eventTypes.length, 1, 'a left-out input keeps the filters');
+      const rotated = await asAdmin('RotateWebhookSecret', { id: endpoint.id });
+      assert.notEqual(rotated.secret, created.secret);
+      assert.equal(await asAdmin('DeleteWebhookEndpoint', { id: endpoint.id }), true);
+      assert.ok(!(await asAdmin('WebhookEndpoints')).some((listed) => listed.id === endpoint.id));
+    });
+
     test('the tests above ran every operation of examples/operations.graphql', () => {
       const missing = Object.keys(exampleOperations()).filter((name) => !ran.has(name));
       assert.deepEqual(missing, []);

@@ -2,7 +2,8 @@
 // Runs every check against the real server, goes on after a failure so that
 // one run shows everything, prints a summary, and exits 1 if anything failed.
 //   1. GraphQL over HTTP conformance: the graphql-http server audits
-//   2. Apollo Client, urql, introspection, example operations, the guard's own tests (node --test)
+//   2. Apollo Client, urql, introspection, example operations, a Standard Webhooks receiver,
+//      the guard's own tests (node --test)
 //   3. Schema-driven codegen: @graphql-codegen/cli with examples/codegen.ts, then tsc --noEmit
 //      on the README's Apollo example and typed-usage.ts
 //   4. Breaking-change guard: @graphql-inspector/cli against the previous commit's schema.graphql
@@ -18,12 +19,13 @@ export const TEST_FILES = [
   'clients.test.mjs',
   'introspection.test.mjs',
   'operations.test.mjs',
+  'webhooks.test.mjs',
   'schema-guard.test.mjs',
 ];
 
 const STEPS = [
   ['GraphQL over HTTP conformance (graphql-http server audits)', [[node, 'audit.mjs']]],
-  ['Clients, introspection and example operations (node --test)', [[node, '--test', '--test-reporter=spec', ...TEST_FILES]]],
+  ['Clients, introspection, example operations and webhooks (node --test)', [[node, '--test', '--test-reporter=spec', ...TEST_FILES]]],
   [
     'Schema-driven codegen (@graphql-codegen/cli, tsc --noEmit)',
     [[node, 'codegen-check.mjs']],

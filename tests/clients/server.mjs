@@ -93,10 +93,10 @@ process.once('exit', () => {
 });
 
 /**
- * Starts `onboarding serve` and waits for /healthz.
- * Returns { baseUrl, graphqlUrl, backend, token(sub, opts), stop(), output() }.
+ * Starts `onboarding serve` and waits for /healthz; `env` adds settings (e.g. WEBHOOK_ALLOW_PRIVATE).
+ * Returns { baseUrl, graphqlUrl, backend, databaseUrl, token(sub, opts), command(args), stop(), output() }.
  */
-export async function startServer({ backend = 'sqlite' } = {}) {
+export async function startServer({ backend = 'sqlite', env: settings = {} } = {}) {
   const bin = serverBinary();
   const port = await freePort();
   const dataDir = await mkdtemp(path.join(tmpdir(), 'onboarding-clients-'));
@@ -108,6 +108,7 @@ export async function startServer({ backend = 'sqlite' } = {}) {
     LISTEN_ADDR: `127.0.0.1:${port}`,
     JWT_SECRET: secret,
     RUST_LOG: process.env.RUST_LOG ?? 'warn',
+    ...settings,
   };
 
   const child = spawn(bin, ['serve'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -124,6 +125,7 @@ export async function startServer({ backend = 'sqlite' } = {}) {
     backend,
     baseUrl,
     graphqlUrl: `${baseUrl}/graphql`,
+    databaseUrl: database.url,
     output: () => output,
 
     /** A token for `sub` signed with this server's secret (`onboarding token`), naming `group` in `org_id` when given. */
@@ -135,6 +137,11 @@ export async function startServer({ backend = 'sqlite' } = {}) {
       const token = stdout.trim();
       if (!/^[\w-]+\.[\w-]+\.[\w-]+$/.test(token)) throw new Error(`\`onboarding token\` printed no JWT: ${stdout}`);
       return token;
+    },
+
+    /** Runs `onboarding ARGS...` on this server's database with its settings; resolves to { stdout, stderr }. */
+    command(args) {
+      return run(bin, args, { env: { ...cleanEnv(), DATABASE_URL: database.url, ...settings }, timeout: 60_000 });
     },
 
     /** SIGTERM, wait for the exit (SIGKILL after 10 s), then remove the database. */

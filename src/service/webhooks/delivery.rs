@@ -21,12 +21,12 @@ use crate::domain::webhook::{
 use crate::domain::{Error, Result, now};
 use crate::service::Flows;
 
-/// Events one pass makes into messages.
-const EVENTS_PER_PASS: i64 = 1000;
+/// Messages one pass makes, about: a pass holds SQLite's one write lock.
+const MESSAGES_PER_PASS: i64 = 2000;
 /// Passes in a row before the sender looks at what is due.
 const PASSES_IN_A_ROW: usize = 20;
 /// Messages of one endpoint sent at once.
-const MESSAGES_AT_ONCE: i64 = 32;
+const MESSAGES_AT_ONCE: i64 = 64;
 /// How often the sender looks for new events while an endpoint is enabled,
 /// and while none is.
 const POLL: Duration = Duration::from_millis(100);
@@ -37,6 +37,8 @@ const SCAN_DUE: Duration = Duration::from_secs(1);
 /// How long a lease outlasts the attempt's timeout: the time between
 /// taking a message and starting to send it.
 const LEASE_MARGIN: Duration = Duration::from_secs(2);
+/// The shortest wait a `Retry-After` sets.
+const MIN_RETRY_AFTER: Duration = Duration::from_secs(1);
 /// How long delivered and failed messages are kept.
 const KEEP_MESSAGES: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 const FORGET_EVERY: Duration = Duration::from_secs(60 * 60);
@@ -74,9 +76,12 @@ impl Deliveries {
         self.inner.wake.notify_one();
     }
 
-    /// Until when a message taken at `now` may be on its way.
-    pub fn lease_from(&self, now: DateTime<Utc>) -> DateTime<Utc> {
-        now + delta(ATTEMPT_TIMEOUT + LEASE_MARGIN)
+    /// A lease taken now: until when a message taken now may be on its
+    /// way, and by when its attempt must end, from the same moment, so that
+    /// however long taking it lasts, the attempt ends before the lease.
+    pub fn lease(&self) -> (DateTime<Utc>, Instant) {
+        let deadline = Instant::now() + ATTEMPT_TIMEOUT;
+        (now() + delta(ATTEMPT_TIMEOUT + LEASE_MARGIN), deadline)
     }
 
     /// Runs the sender until the server stops.
@@ -119,29 +124,14 @@ impl Deliveries {
             .into_iter()
             .filter(|endpoint| endpoint.enabled)
             .collect();
-        if enabled.is_empty() {
-            store.skip_all().await?;
-            return Ok(false);
-        }
-        let steps = self.inner.flows.version_steps(*reread_flows).await?;
+        let steps = Arc::new(self.inner.flows.version_steps(*reread_flows).await?);
         *reread_flows = false;
-        let filters: Arc<Vec<(String, Filter)>> = Arc::new(
-            enabled
-                .iter()
-                .map(|endpoint| {
-                    let filter = Filter {
-                        types: endpoint.event_types.clone(),
-                        flows: endpoint.flows.clone(),
-                    };
-                    (endpoint.id.clone(), filter)
-                })
-                .collect(),
-        );
-        let steps = Arc::new(steps);
         for _ in 0..PASSES_IN_A_ROW {
-            let (filters, steps) = (filters.clone(), steps.clone());
-            let render = move |event: &OutboxEvent| render(event, &filters, &steps);
-            let made = match store.fan_out(EVENTS_PER_PASS, now(), render).await {
+            let steps = steps.clone();
+            let render = move |event: &OutboxEvent, endpoints: &[(String, Filter)]| {
+                render(event, endpoints, &steps)
+            };
+            let made = match store.fan_out(MESSAGES_PER_PASS, now(), render).await {
                 Ok(made) => made,
                 Err(Error::Internal(source)) if source.to_string() == UNKNOWN_VERSION => {
                     *reread_flows = true;
@@ -149,14 +139,25 @@ impl Deliveries {
                 }
                 Err(error) => return Err(error),
             };
+            if made.unrecorded > 0 {
+                tracing::warn!(
+                    events = made.unrecorded,
+                    "webhooks: events written by a release without webhooks record no state; \
+                     no message is sent for them"
+                );
+            }
             for endpoint in &made.endpoints {
-                if let Some(endpoint) = enabled.iter().find(|e| &e.id == endpoint) {
-                    self.send_to(endpoint.clone());
+                match enabled.iter().find(|e| &e.id == endpoint) {
+                    Some(endpoint) => self.send_to(endpoint.clone()),
+                    // Enabled since this round read the endpoints.
+                    None => *scanned = None,
                 }
             }
             if !made.more {
                 break;
             }
+            // Between passes, SQLite's writer takes its turn.
+            tokio::task::yield_now().await;
         }
         let due_scan = scanned.is_none_or(|at| at.elapsed() >= SCAN_DUE);
         if due_scan {
@@ -175,7 +176,7 @@ impl Deliveries {
                 }
             }
         }
-        Ok(true)
+        Ok(!enabled.is_empty())
     }
 
     fn is_sending(&self, endpoint: &str) -> bool {
@@ -209,19 +210,26 @@ impl Deliveries {
 
     /// Sends the endpoint's due messages, a batch at a time, until none is
     /// due or the endpoint is disabled.
-    async fn send_due(&self, mut endpoint: StoredEndpoint) -> Result<()> {
+    async fn send_due(&self, endpoint: StoredEndpoint) -> Result<()> {
         let store = &self.inner.store;
+        let id = endpoint.id;
         loop {
-            let now = now();
-            let lease = self.lease_from(now);
+            // Read again for each batch: an admin may have disabled it,
+            // changed its URL or rotated its secret meanwhile.
+            let Some(mut endpoint) = store.endpoint(&id).await? else {
+                return Ok(());
+            };
+            if !endpoint.enabled {
+                return Ok(());
+            }
+            let (lease, deadline) = self.lease();
             let claimed = store
-                .claim(&endpoint.id, now, lease, MESSAGES_AT_ONCE)
+                .claim(&endpoint.id, now(), lease, MESSAGES_AT_ONCE)
                 .await?;
             if claimed.is_empty() {
                 return Ok(());
             }
-            let deadline = Instant::now() + ATTEMPT_TIMEOUT;
-            let secrets = Arc::new(signing_secrets(&endpoint, now));
+            let secrets = Arc::new(signing_secrets(&endpoint, now()));
             let mut attempts = JoinSet::new();
             for message in claimed {
                 let (sender, url, secrets) = (
@@ -253,8 +261,8 @@ impl Deliveries {
         endpoint: &StoredEndpoint,
         message: StoredMessage,
         lease: DateTime<Utc>,
+        deadline: Instant,
     ) -> Result<StoredMessage> {
-        let deadline = Instant::now() + ATTEMPT_TIMEOUT;
         let secrets = signing_secrets(endpoint, now());
         let attempt = self
             .inner
@@ -395,11 +403,15 @@ fn outcome(
         let mut jitter = [0u8; 2];
         webhook::fill_random(&mut jitter);
         let jitter = f64::from(u16::from_le_bytes(jitter)) / f64::from(u16::MAX);
-        match attempt
-            .retry_after
-            .or_else(|| webhook::backoff(tries, jitter))
-        {
-            Some(wait) => ("PENDING", Some(now + delta(wait))),
+        // The schedule bounds the attempts; a `Retry-After` sets the wait
+        // before the next one, a second at least.
+        match webhook::backoff(tries, jitter) {
+            Some(wait) => {
+                let wait = attempt
+                    .retry_after
+                    .map_or(wait, |asked| asked.max(MIN_RETRY_AFTER));
+                ("PENDING", Some(now + delta(wait)))
+            }
             None => ("FAILED", None),
         }
     };
@@ -514,6 +526,19 @@ mod tests {
         assert_eq!(retried.tries, 7);
         let last = outcome(&message(7), &attempt(None), lease, now);
         assert_eq!((last.status, last.next_attempt_at), ("FAILED", None));
+        let mut busy = attempt(Some(503));
+        busy.retry_after = Some(Duration::ZERO);
+        let soon = outcome(&message(1), &busy, lease, now);
+        assert_eq!(
+            soon.next_attempt_at,
+            Some(now + TimeDelta::seconds(1)),
+            "a second at least"
+        );
+        let last = outcome(&message(7), &busy, lease, now);
+        assert_eq!(
+            last.status, "FAILED",
+            "Retry-After does not lengthen the schedule"
+        );
         let succeeded = outcome(&message(3), &attempt(Some(200)), lease, now);
         assert_eq!(
             (succeeded.status, succeeded.next_attempt_at),

@@ -11,11 +11,11 @@ use base64::engine::general_purpose::STANDARD;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::json;
 
-use crate::db::{StoredEndpoint, StoredMessage, WebhookStore};
+use crate::db::{EndpointFields, StoredEndpoint, StoredMessage, WebhookStore};
 use crate::domain::webhook::{
     self, Filter, MAX_DESCRIPTION_CHARS, MAX_ENDPOINTS, ROTATION_OVERLAP, TEST,
 };
-use crate::domain::{Error, Result, Viewer, check_text, now};
+use crate::domain::{Error, ONBOARDING, Result, Viewer, check_text, now};
 
 use super::Flows;
 use super::flows::admin;
@@ -84,7 +84,7 @@ impl Webhooks {
     /// Registers an endpoint: its secret is in the answer, and nowhere else.
     pub async fn create(&self, viewer: &Viewer, input: EndpointInput) -> Result<StoredEndpoint> {
         admin(viewer, "register webhook endpoints")?;
-        let endpoint = self.checked(input, None).await?;
+        let endpoint = self.checked(input).await?;
         if !self
             .store
             .create_endpoint(endpoint.clone(), MAX_ENDPOINTS)
@@ -111,29 +111,19 @@ impl Webhooks {
         enabled: Option<bool>,
     ) -> Result<StoredEndpoint> {
         admin(viewer, "change webhook endpoints")?;
-        let mut endpoint = self.endpoint(id).await?;
-        if let Some(input) = input {
-            let checked = self.checked(input, Some(&endpoint)).await?;
-            endpoint.url = checked.url;
-            endpoint.description = checked.description;
-            endpoint.event_types = checked.event_types;
-            endpoint.flows = checked.flows;
-        }
-        match enabled {
-            Some(true) if !endpoint.enabled => {
-                endpoint.enabled = true;
-                endpoint.disabled_reason = None;
-                endpoint.failing_since = None;
-            }
-            Some(false) if endpoint.enabled => {
-                endpoint.enabled = false;
-                endpoint.disabled_reason = Some("Disabled by an admin.".to_owned());
-            }
-            _ => {}
-        }
-        if !self.store.update_endpoint(endpoint.clone(), now()).await? {
+        self.endpoint(id).await?;
+        let fields = match input {
+            Some(input) => Some(self.fields(input).await?),
+            None => None,
+        };
+        if !self
+            .store
+            .change_endpoint(id, fields, enabled, now())
+            .await?
+        {
             return Err(unknown_endpoint(id));
         }
+        let endpoint = self.endpoint(id).await?;
         tracing::info!(endpoint = %id, enabled = endpoint.enabled, "webhook endpoint changed");
         self.deliveries.wake();
         Ok(endpoint)
@@ -141,6 +131,7 @@ impl Webhooks {
 
     pub async fn delete(&self, viewer: &Viewer, id: &str) -> Result<bool> {
         admin(viewer, "delete webhook endpoints")?;
+        self.endpoint(id).await?;
         if !self.store.delete_endpoint(id).await? {
             return Err(unknown_endpoint(id));
         }
@@ -151,15 +142,13 @@ impl Webhooks {
     /// A new secret; the old one signs beside it for `ROTATION_OVERLAP`.
     pub async fn rotate(&self, viewer: &Viewer, id: &str) -> Result<StoredEndpoint> {
         admin(viewer, "rotate webhook secrets")?;
-        let mut endpoint = self.endpoint(id).await?;
-        let now = now();
-        endpoint.previous_secret = Some(std::mem::replace(&mut endpoint.secret, new_secret()));
-        endpoint.previous_secret_until = Some(now + delta(ROTATION_OVERLAP));
-        if !self.store.update_endpoint(endpoint.clone(), now).await? {
+        self.endpoint(id).await?;
+        let until = now() + delta(ROTATION_OVERLAP);
+        if !self.store.rotate(id, &new_secret(), until).await? {
             return Err(unknown_endpoint(id));
         }
         tracing::info!(endpoint = %id, "webhook secret rotated");
-        Ok(endpoint)
+        self.endpoint(id).await
     }
 
     /// The messages of an endpoint, newest first.
@@ -169,9 +158,20 @@ impl Webhooks {
         endpoint: &str,
         status: Option<&str>,
         first: i64,
-        after: Option<i64>,
+        after: Option<String>,
     ) -> Result<MessagePage> {
         admin(viewer, "read webhook messages")?;
+        let after = after
+            .map(|cursor| {
+                cursor.parse::<i64>().map_err(|_| {
+                    Error::BadUserInput(format!(
+                        "`after` is not a cursor this API gave: {}; pass a `pageInfo.endCursor` \
+                         or `cursor` as it came.",
+                        shown(&cursor)
+                    ))
+                })
+            })
+            .transpose()?;
         if !(0..=MAX_MESSAGES_PAGE).contains(&first) {
             return Err(Error::BadUserInput(format!(
                 "`first` must be between 0 and {MAX_MESSAGES_PAGE}; got {first}."
@@ -194,30 +194,37 @@ impl Webhooks {
     /// attempt of a fresh series: the message with that attempt.
     pub async fn resend(&self, viewer: &Viewer, id: &str) -> Result<StoredMessage> {
         admin(viewer, "resend webhook messages")?;
-        let Some(message) = self.store.message(id).await? else {
+        let stored = if is_id(id) {
+            self.store.message(id).await?
+        } else {
+            None
+        };
+        let Some(message) = stored else {
             return Err(Error::BadUserInput(format!(
-                "There is no webhook message {id:?}: pass the `id` of a message \
-                 `webhookMessages` lists."
+                "There is no webhook message {}: pass the `id` of a message \
+                 `webhookMessages` lists.",
+                shown(id)
             )));
         };
         let endpoint = self.endpoint(&message.endpoint_id).await?;
-        let now = now();
-        let lease = self.deliveries.lease_from(now);
-        let Some(claimed) = self.store.claim_for_resend(id, now, lease).await? else {
+        let (lease, deadline) = self.deliveries.lease();
+        let Some(claimed) = self.store.claim_for_resend(id, now(), lease).await? else {
             return Err(Error::BadUserInput(format!(
                 "Webhook message {id:?} is being sent right now; see how it went in \
                  `webhookMessages`, and resend it after that if it failed."
             )));
         };
-        self.deliveries.send_now(&endpoint, claimed, lease).await
+        self.deliveries
+            .send_now(&endpoint, claimed, lease, deadline)
+            .await
     }
 
     /// Sends a `webhook.test` message now: the message with its attempt.
     pub async fn test(&self, viewer: &Viewer, id: &str) -> Result<StoredMessage> {
         admin(viewer, "test webhook endpoints")?;
         let endpoint = self.endpoint(id).await?;
+        let (lease, deadline) = self.deliveries.lease();
         let now = now();
-        let lease = self.deliveries.lease_from(now);
         let message = crate::db::NewMessage {
             id: webhook::new_id("msg"),
             endpoint_id: endpoint.id.clone(),
@@ -235,24 +242,24 @@ impl Webhooks {
             .message(&message_id)
             .await?
             .ok_or_else(|| Error::Internal("a test message is missing".into()))?;
-        self.deliveries.send_now(&endpoint, stored, lease).await
+        self.deliveries
+            .send_now(&endpoint, stored, lease, deadline)
+            .await
     }
 
     async fn endpoint(&self, id: &str) -> Result<StoredEndpoint> {
+        if !is_id(id) {
+            return Err(unknown_endpoint(id));
+        }
         self.store
-            .endpoints()
+            .endpoint(id)
             .await?
-            .into_iter()
-            .find(|endpoint| endpoint.id == id)
             .ok_or_else(|| unknown_endpoint(id))
     }
 
-    /// `input` checked, as a new endpoint or as the change of `existing`.
-    async fn checked(
-        &self,
-        input: EndpointInput,
-        existing: Option<&StoredEndpoint>,
-    ) -> Result<StoredEndpoint> {
+    /// `input` checked: a URL messages may go to, a description, filters
+    /// of known types and flows.
+    async fn fields(&self, input: EndpointInput) -> Result<EndpointFields> {
         let url = webhook::check_url(&input.url, self.sender.allow_private())?;
         self.sender.check_resolves_public(&url).await?;
         let description = input
@@ -260,39 +267,50 @@ impl Webhooks {
             .map(|text| check_description(&text).map(|()| text))
             .transpose()?;
         let filter = Filter::check(input.event_types, input.flows)?;
-        let published = self.flows.published_keys().await?;
-        if let Some(unknown) = filter.flows.iter().find(|flow| !published.contains(flow)) {
+        let mut published = self.flows.published_keys().await?;
+        if filter.flows.iter().any(|flow| !is_known(&published, flow)) {
+            // Published on another replica since this one read its flows.
+            published = self.flows.published_keys_now().await?;
+        }
+        if let Some(unknown) = filter.flows.iter().find(|flow| !is_known(&published, flow)) {
             return Err(Error::BadUserInput(format!(
                 "`flows` holds {unknown:?}, which is not a published flow; use the keys of \
                  published flows ({}), or leave it empty for every flow.",
                 published.join(", ")
             )));
         }
-        let now = now();
-        Ok(match existing {
-            Some(existing) => StoredEndpoint {
-                url: url.to_string(),
-                description,
-                event_types: filter.types,
-                flows: filter.flows,
-                ..existing.clone()
-            },
-            None => StoredEndpoint {
-                id: webhook::new_id("ep"),
-                url: url.to_string(),
-                description,
-                event_types: filter.types,
-                flows: filter.flows,
-                enabled: true,
-                disabled_reason: None,
-                secret: new_secret(),
-                previous_secret: None,
-                previous_secret_until: None,
-                failing_since: None,
-                created_at: now,
-            },
+        Ok(EndpointFields {
+            url: url.to_string(),
+            description,
+            event_types: filter.types,
+            flows: filter.flows,
         })
     }
+
+    /// A new endpoint of `input`, enabled, with a fresh secret.
+    async fn checked(&self, input: EndpointInput) -> Result<StoredEndpoint> {
+        let fields = self.fields(input).await?;
+        Ok(StoredEndpoint {
+            id: webhook::new_id("ep"),
+            url: fields.url,
+            description: fields.description,
+            event_types: fields.event_types,
+            flows: fields.flows,
+            enabled: true,
+            disabled_reason: None,
+            secret: new_secret(),
+            previous_secret: None,
+            previous_secret_until: None,
+            failing_since: None,
+            created_at: now(),
+        })
+    }
+}
+
+/// Whether `flow` is one a filter may name: a published flow, or the
+/// built-in `onboarding`, which the original API's writes change.
+fn is_known(published: &[String], flow: &str) -> bool {
+    flow == ONBOARDING || published.iter().any(|key| key == flow)
 }
 
 fn check_description(text: &str) -> Result<()> {
@@ -306,10 +324,26 @@ fn check_description(text: &str) -> Result<()> {
     Ok(())
 }
 
+/// Whether `id` may be an id this API gave: anything else (empty, long, a
+/// NUL the database would refuse) is unknown without asking the database.
+fn is_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && !id.contains('\0')
+}
+
 fn unknown_endpoint(id: &str) -> Error {
     Error::BadUserInput(format!(
-        "There is no webhook endpoint {id:?}: pass the `id` of one `webhookEndpoints` lists."
+        "There is no webhook endpoint {}: pass the `id` of one `webhookEndpoints` lists.",
+        shown(id)
     ))
+}
+
+/// An id as an error repeats it: quoted, or described when it could not be one.
+fn shown(id: &str) -> String {
+    if is_id(id) {
+        format!("{id:?}")
+    } else {
+        format!("with the id given ({} bytes)", id.len())
+    }
 }
 
 /// A signing secret as Standard Webhooks writes them: `whsec_` and the

@@ -44,7 +44,7 @@ impl Attempt {
 
 /// The HTTP client that sends messages.
 pub struct Sender {
-    client: reqwest::Client,
+    client: Option<reqwest::Client>,
     allow_private: bool,
 }
 
@@ -94,10 +94,14 @@ impl Sender {
         } else {
             builder.dns_resolver(Arc::new(PublicOnly))
         };
-        let client = builder.build().unwrap_or_else(|error| {
-            tracing::error!(%error, "cannot build the webhook client; using the default one");
-            reqwest::Client::new()
-        });
+        // Without the client nothing is sent: every attempt fails and says
+        // why, rather than going out without the rules above.
+        let client = builder
+            .build()
+            .map_err(|error| {
+                tracing::error!(%error, "cannot build the webhook client; no message will be sent");
+            })
+            .ok();
         Self {
             client,
             allow_private,
@@ -212,8 +216,10 @@ impl Sender {
     ) -> Result<(u16, Option<String>), String> {
         let timestamp = at.timestamp().to_string();
         let signature = signatures(id, &timestamp, body, secrets);
-        let response = self
-            .client
+        let Some(client) = &self.client else {
+            return Err("the server could not build its HTTP client (see its log)".to_owned());
+        };
+        let response = client
             .post(url)
             .header("webhook-id", id)
             .header("webhook-timestamp", &timestamp)

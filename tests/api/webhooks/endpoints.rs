@@ -174,29 +174,28 @@ async fn unknown_ids_and_strangers_are_refused(backend: Backend) {
     let app = spawn_app(backend).await;
     let receiver = Receiver::start().await;
     let (id, _) = create_endpoint(&app, json!({ "url": receiver.url })).await;
-    for mutation in [
-        "deleteWebhookEndpoint",
-        "rotateWebhookSecret",
-        "testWebhookEndpoint",
-    ] {
-        let body = as_admin(
-            &app,
-            &format!(
-                "mutation {{ {mutation}(id: \"ep_nope\") {} }}",
-                selection(mutation)
-            ),
-            json!({}),
-        )
-        .await;
-        assert_refused(&body, "BAD_USER_INPUT", "ep_nope");
+    // Unknown, NUL-holding and overlong ids alike: a clear error, never a 500.
+    let long = "e".repeat(10_000);
+    for unknown in ["ep_nope", "ep_\u{0}x", long.as_str()] {
+        for mutation in [
+            "deleteWebhookEndpoint",
+            "rotateWebhookSecret",
+            "testWebhookEndpoint",
+            "resendWebhookMessage",
+            "updateWebhookEndpoint",
+        ] {
+            let body = as_admin(
+                &app,
+                &format!(
+                    "mutation($id: ID!) {{ {mutation}(id: $id) {} }}",
+                    selection(mutation)
+                ),
+                json!({ "id": unknown }),
+            )
+            .await;
+            assert_refused(&body, "BAD_USER_INPUT", "There is no webhook");
+        }
     }
-    let body = as_admin(
-        &app,
-        "mutation { resendWebhookMessage(id: \"msg_nope\") { id } }",
-        json!({}),
-    )
-    .await;
-    assert_refused(&body, "BAD_USER_INPUT", "msg_nope");
     let body = as_admin(
         &app,
         "{ webhookMessages(endpointId: \"ep_nope\") { edges { cursor } } }",
@@ -253,6 +252,7 @@ fn selection(mutation: &str) -> &'static str {
     match mutation {
         "deleteWebhookEndpoint" => "",
         "rotateWebhookSecret" => "{ secret }",
+        "updateWebhookEndpoint" => "{ enabled }",
         _ => "{ id }",
     }
 }

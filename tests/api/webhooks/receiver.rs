@@ -25,6 +25,8 @@ pub enum Reply {
     RetryAfter(u16, &'static str),
     /// Accepts the request and never answers.
     Hang,
+    /// Answers 200 after this long.
+    Slow(std::time::Duration),
 }
 
 /// One POST as it arrived.
@@ -171,6 +173,10 @@ async fn receive(
             .into_response(),
         Reply::Hang => {
             std::future::pending::<()>().await;
+            StatusCode::OK.into_response()
+        }
+        Reply::Slow(delay) => {
+            tokio::time::sleep(delay).await;
             StatusCode::OK.into_response()
         }
     }

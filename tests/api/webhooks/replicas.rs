@@ -132,7 +132,7 @@ async fn two_servers_send_each_message_once(backend: Backend) {
     prepare(&servers[0], &receiver).await;
     let addresses: Vec<String> = servers.iter().map(ServerProcess::graphql_url).collect();
     let count = match backend {
-        Backend::Postgres => 6_000,
+        Backend::Postgres => 10_020,
         Backend::Sqlite => 1_500,
     };
     let acknowledged = writes(addresses, count, 30).await;
