@@ -293,8 +293,11 @@ impl FlowStore {
         // the commit does not leave the log unemptied.
         let (counts, in_flight) = to_the_end(async move {
             match &backend {
-                Backend::Sqlite { pool, .. } => {
-                    let erased = on_sqlite::run(pool, statements, &id, ERASED_ACTOR, whose).await?;
+                Backend::Sqlite { pool, gate, .. } => {
+                    let erased = {
+                        let _turn = gate.0.lock().await;
+                        on_sqlite::run(pool, statements, &id, ERASED_ACTOR, whose).await?
+                    };
                     empty_the_log(pool).await;
                     Ok(erased)
                 }

@@ -187,6 +187,9 @@ pub(super) enum Backend {
     Sqlite {
         pool: SqlitePool,
         writer: mpsc::Sender<QueuedFlowWrite>,
+        /// The writer's turn at the write lock, for other writes of this
+        /// process to take theirs.
+        gate: super::sqlite::WriteGate,
     },
     /// Postgres writes flows in groups, on writers of their own.
     Postgres { pool: PgPool, writers: FlowWriters },
@@ -674,9 +677,10 @@ impl FlowStore {
         pool: SqlitePool,
         writer: mpsc::Sender<QueuedFlowWrite>,
         readers: Queues,
+        gate: super::sqlite::WriteGate,
     ) -> Self {
         Self {
-            backend: Backend::Sqlite { pool, writer },
+            backend: Backend::Sqlite { pool, writer, gate },
             readers,
         }
     }

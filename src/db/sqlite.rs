@@ -111,6 +111,14 @@ const UPSERTS: Upserts = upserts!(
     "excluded.updated_at"
 );
 
+/// This process's turn at SQLite's one write lock: the writer takes it for
+/// each group, and the webhooks' transactions for theirs, so that they wait
+/// for each other here, in order, rather than in SQLite's busy handler,
+/// which sleeps up to 100 ms at a time. Another process on the same file
+/// still meets the busy handler.
+#[derive(Debug, Clone, Default)]
+pub struct WriteGate(pub(super) Arc<tokio::sync::Mutex<()>>);
+
 /// The SQLite database: queues to its writer and to its readers.
 #[derive(Debug, Clone)]
 pub struct Sqlite {
@@ -146,11 +154,13 @@ impl Sqlite {
         let readers = groups::readers(max_connections);
         let (queues, write_queue, read_queue) = Queues::new(1, readers);
         let (flow_writes, flow_write_queue) = mpsc::channel(4 * groups::MAX_GROUP);
+        let gate = WriteGate::default();
         queues.started(tokio::spawn(write_groups(
             writer,
             options.clone(),
             write_queue,
             flow_write_queue,
+            gate.clone(),
         )));
         for _ in 0..readers {
             let reader = options.connect().await.map_err(cannot_open)?;
@@ -169,7 +179,7 @@ impl Sqlite {
             .map_err(cannot_open)?;
         Ok(Self {
             options: Arc::new(options),
-            flows: FlowStore::sqlite(flows, flow_writes, queues.clone()),
+            flows: FlowStore::sqlite(flows, flow_writes, queues.clone(), gate),
             queues,
         })
     }
@@ -236,6 +246,7 @@ async fn write_groups(
     options: SqliteConnectOptions,
     queue: WriteQueue,
     mut flow_queue: mpsc::Receiver<QueuedFlowWrite>,
+    gate: WriteGate,
 ) {
     loop {
         let mut flow_writes = Vec::new();
@@ -261,7 +272,11 @@ async fn write_groups(
                 .collect();
             let (flow_writes, flow_answers): (Vec<_>, Vec<_>) = flow_writes.into_iter().unzip();
             let count = group.len() + flow_writes.len();
-            match commit_group(&mut connection, writes, flow_writes).await {
+            let committed = {
+                let _turn = gate.0.lock().await;
+                commit_group(&mut connection, writes, flow_writes).await
+            };
+            match committed {
                 Ok((results, flow_results)) => {
                     tracing::debug!(writes = count, "group committed");
                     for (request, result) in group.into_iter().zip(results) {
