@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
-use tokio::task::JoinSet;
 
 use super::send::{Attempt, Sender};
 use super::{delta, signing_secrets};
@@ -37,6 +36,8 @@ const SCAN_DUE: Duration = Duration::from_secs(1);
 /// How long a lease outlasts the attempt's timeout: the time between
 /// taking a message and starting to send it.
 const LEASE_MARGIN: Duration = Duration::from_secs(2);
+/// How long a sender trusts the endpoint it read (URL, secrets, enabled).
+const ENDPOINT_FRESH_FOR: Duration = Duration::from_secs(1);
 /// The shortest wait a `Retry-After` sets.
 const MIN_RETRY_AFTER: Duration = Duration::from_secs(1);
 /// How long delivered and failed messages are kept.
@@ -208,48 +209,80 @@ impl Deliveries {
         });
     }
 
-    /// Sends the endpoint's due messages, a batch at a time, until none is
-    /// due or the endpoint is disabled.
+    /// Sends the endpoint's due messages, `MESSAGES_AT_ONCE` on their way
+    /// at a time, until none is due or the endpoint is disabled. Messages
+    /// are taken as room frees up and what attempts gave is recorded as
+    /// they end, a batch at a time: a slow answer holds up one place, not
+    /// a whole batch.
     async fn send_due(&self, endpoint: StoredEndpoint) -> Result<()> {
         let store = &self.inner.store;
         let id = endpoint.id;
+        let (done, mut finished) = tokio::sync::mpsc::unbounded_channel();
+        let mut on_their_way = 0;
+        let mut taking = true;
+        let mut endpoint: Option<(StoredEndpoint, Instant)> = None;
         loop {
-            // Read again for each batch: an admin may have disabled it,
-            // changed its URL or rotated its secret meanwhile.
-            let Some(mut endpoint) = store.endpoint(&id).await? else {
+            let room = MESSAGES_AT_ONCE - on_their_way;
+            if taking && (on_their_way == 0 || room >= MESSAGES_AT_ONCE / 2) {
+                // Read again now and then: an admin may have disabled it,
+                // changed its URL or rotated its secret meanwhile.
+                if endpoint
+                    .as_ref()
+                    .is_none_or(|(_, read)| read.elapsed() >= ENDPOINT_FRESH_FOR)
+                {
+                    endpoint = store
+                        .endpoint(&id)
+                        .await?
+                        .filter(|endpoint| endpoint.enabled)
+                        .map(|endpoint| (endpoint, Instant::now()));
+                }
+                let claimed = match &endpoint {
+                    Some((endpoint, _)) => {
+                        let (lease, deadline) = self.lease();
+                        let claimed = store.claim(&endpoint.id, now(), lease, room).await?;
+                        let secrets = Arc::new(signing_secrets(endpoint, now()));
+                        for message in &claimed {
+                            let (sender, url, secrets, done, message) = (
+                                self.inner.sender.clone(),
+                                endpoint.url.clone(),
+                                secrets.clone(),
+                                done.clone(),
+                                message.clone(),
+                            );
+                            tokio::spawn(async move {
+                                let attempt = sender
+                                    .attempt(&url, &message.id, &message.body, &secrets, deadline)
+                                    .await;
+                                let _ = done.send((message, attempt));
+                            });
+                        }
+                        claimed.len()
+                    }
+                    None => 0,
+                };
+                on_their_way += claimed as i64;
+                // None due now: send what is on its way, then look again.
+                taking = claimed as i64 == room;
+            }
+            if on_their_way == 0 {
+                return Ok(());
+            }
+            let Some(first) = finished.recv().await else {
                 return Ok(());
             };
-            if !endpoint.enabled {
-                return Ok(());
+            let mut results = vec![first];
+            while let Ok(result) = finished.try_recv() {
+                results.push(result);
             }
-            let (lease, deadline) = self.lease();
-            let claimed = store
-                .claim(&endpoint.id, now(), lease, MESSAGES_AT_ONCE)
-                .await?;
-            if claimed.is_empty() {
-                return Ok(());
-            }
-            let secrets = Arc::new(signing_secrets(&endpoint, now()));
-            let mut attempts = JoinSet::new();
-            for message in claimed {
-                let (sender, url, secrets) = (
-                    self.inner.sender.clone(),
-                    endpoint.url.clone(),
-                    secrets.clone(),
-                );
-                attempts.spawn(async move {
-                    let attempt = sender
-                        .attempt(&url, &message.id, &message.body, &secrets, deadline)
-                        .await;
-                    (message, attempt)
-                });
-            }
-            let mut results = Vec::new();
-            while let Some(result) = attempts.join_next().await {
-                results.extend(result.ok());
-            }
-            if self.record(&mut endpoint, &results, lease).await? {
-                return Ok(());
+            on_their_way -= results.len() as i64;
+            let Some((current, _)) = endpoint.as_mut() else {
+                continue;
+            };
+            if self.record(current, &results).await? {
+                taking = false;
+            } else if !taking && on_their_way == 0 {
+                // What the next pass made may be due by now.
+                taking = true;
             }
         }
     }
@@ -260,7 +293,6 @@ impl Deliveries {
         &self,
         endpoint: &StoredEndpoint,
         message: StoredMessage,
-        lease: DateTime<Utc>,
         deadline: Instant,
     ) -> Result<StoredMessage> {
         let secrets = signing_secrets(endpoint, now());
@@ -277,8 +309,7 @@ impl Deliveries {
             .await;
         let id = message.id.clone();
         let mut endpoint = endpoint.clone();
-        self.record(&mut endpoint, &[(message, attempt)], lease)
-            .await?;
+        self.record(&mut endpoint, &[(message, attempt)]).await?;
         self.inner
             .store
             .message(&id)
@@ -292,12 +323,11 @@ impl Deliveries {
         &self,
         endpoint: &mut StoredEndpoint,
         results: &[(StoredMessage, Attempt)],
-        lease: DateTime<Utc>,
     ) -> Result<bool> {
         let now = now();
         let outcomes: Vec<Outcome> = results
             .iter()
-            .map(|(message, attempt)| outcome(message, attempt, lease, now))
+            .map(|(message, attempt)| outcome(message, attempt, now))
             .collect();
         for ((message, attempt), outcome) in results.iter().zip(&outcomes) {
             if !attempt.succeeded() {
@@ -377,12 +407,7 @@ fn render(
 
 /// What `attempt` leaves of `message`: its status, its history, its next
 /// attempt.
-fn outcome(
-    message: &StoredMessage,
-    attempt: &Attempt,
-    lease: DateTime<Utc>,
-    now: DateTime<Utc>,
-) -> Outcome {
+fn outcome(message: &StoredMessage, attempt: &Attempt, now: DateTime<Utc>) -> Outcome {
     let tries = message.tries.saturating_add(1);
     let mut attempts: Vec<Value> = serde_json::from_str(&message.attempts).unwrap_or_default();
     attempts.push(json!({
@@ -417,7 +442,9 @@ fn outcome(
     };
     Outcome {
         message_id: message.id.clone(),
-        lease_until: lease,
+        // As taken: recorded only if no one took it since (an erasure
+        // removed it, a lease ran out).
+        lease_until: message.lease_until.unwrap_or(now),
         status,
         tries,
         attempts,
@@ -520,26 +547,25 @@ mod tests {
     #[test]
     fn the_last_attempt_of_the_schedule_fails_the_message() {
         let now = now();
-        let lease = now;
-        let retried = outcome(&message(6), &attempt(Some(500)), lease, now);
+        let retried = outcome(&message(6), &attempt(Some(500)), now);
         assert_eq!(retried.status, "PENDING");
         assert_eq!(retried.tries, 7);
-        let last = outcome(&message(7), &attempt(None), lease, now);
+        let last = outcome(&message(7), &attempt(None), now);
         assert_eq!((last.status, last.next_attempt_at), ("FAILED", None));
         let mut busy = attempt(Some(503));
         busy.retry_after = Some(Duration::ZERO);
-        let soon = outcome(&message(1), &busy, lease, now);
+        let soon = outcome(&message(1), &busy, now);
         assert_eq!(
             soon.next_attempt_at,
             Some(now + TimeDelta::seconds(1)),
             "a second at least"
         );
-        let last = outcome(&message(7), &busy, lease, now);
+        let last = outcome(&message(7), &busy, now);
         assert_eq!(
             last.status, "FAILED",
             "Retry-After does not lengthen the schedule"
         );
-        let succeeded = outcome(&message(3), &attempt(Some(200)), lease, now);
+        let succeeded = outcome(&message(3), &attempt(Some(200)), now);
         assert_eq!(
             (succeeded.status, succeeded.next_attempt_at),
             ("SUCCEEDED", None)
@@ -548,7 +574,7 @@ mod tests {
         long.attempts =
             serde_json::to_string(&vec![json!({}); MAX_ATTEMPTS_KEPT]).unwrap_or_default();
         let kept: Vec<Value> =
-            serde_json::from_str(&outcome(&long, &attempt(Some(500)), lease, now).attempts)
+            serde_json::from_str(&outcome(&long, &attempt(Some(500)), now).attempts)
                 .unwrap_or_default();
         assert_eq!(
             kept.len(),

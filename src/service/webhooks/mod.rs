@@ -214,9 +214,7 @@ impl Webhooks {
                  `webhookMessages`, and resend it after that if it failed."
             )));
         };
-        self.deliveries
-            .send_now(&endpoint, claimed, lease, deadline)
-            .await
+        self.deliveries.send_now(&endpoint, claimed, deadline).await
     }
 
     /// Sends a `webhook.test` message now: the message with its attempt.
@@ -242,9 +240,7 @@ impl Webhooks {
             .message(&message_id)
             .await?
             .ok_or_else(|| Error::Internal("a test message is missing".into()))?;
-        self.deliveries
-            .send_now(&endpoint, stored, lease, deadline)
-            .await
+        self.deliveries.send_now(&endpoint, stored, deadline).await
     }
 
     async fn endpoint(&self, id: &str) -> Result<StoredEndpoint> {

@@ -54,7 +54,8 @@ async fn event_ids(app: &TestApp, argument: &str) -> BTreeSet<String> {
 async fn erasing_a_user_removes_their_messages(backend: Backend) {
     let app = spawn_app(backend).await;
     let receiver = Receiver::start().await;
-    receiver.otherwise(Reply::Status(503));
+    // Failing, and asking for the next attempt a second later.
+    receiver.otherwise(Reply::RetryAfter(503, "1"));
     publish(&app, "tour", &["a"], "USER").await;
     publish(&app, "setup", &["one", "two"], "GROUP").await;
     let (id, secret) = create_endpoint(&app, json!({ "url": receiver.url })).await;
@@ -118,7 +119,7 @@ async fn erasing_a_user_removes_their_messages(backend: Backend) {
 async fn erasing_a_group_removes_its_messages(backend: Backend) {
     let app = spawn_app(backend).await;
     let receiver = Receiver::start().await;
-    receiver.otherwise(Reply::Status(500));
+    receiver.otherwise(Reply::RetryAfter(503, "1"));
     publish(&app, "setup", &["one", "two"], "GROUP").await;
     let (id, _) = create_endpoint(&app, json!({ "url": receiver.url })).await;
     member_write(&app, "ann", "acme", "one").await;
