@@ -36,6 +36,8 @@ const SCAN_DUE: Duration = Duration::from_secs(1);
 /// How long a lease outlasts the attempt's timeout: the time between
 /// taking a message and starting to send it.
 const LEASE_MARGIN: Duration = Duration::from_secs(2);
+/// How long a sender gathers ended attempts to record them together.
+const GATHER_FOR: Duration = Duration::from_millis(20);
 /// How long a sender trusts the endpoint it read (URL, secrets, enabled).
 const ENDPOINT_FRESH_FOR: Duration = Duration::from_secs(1);
 /// The shortest wait a `Retry-After` sets.
@@ -270,9 +272,14 @@ impl Deliveries {
             let Some(first) = finished.recv().await else {
                 return Ok(());
             };
+            // Gathered for a moment, so that one statement records many.
             let mut results = vec![first];
-            while let Ok(result) = finished.try_recv() {
-                results.push(result);
+            let gathering = tokio::time::Instant::now() + GATHER_FOR;
+            while (results.len() as i64) < on_their_way {
+                match tokio::time::timeout_at(gathering, finished.recv()).await {
+                    Ok(Some(result)) => results.push(result),
+                    Ok(None) | Err(_) => break,
+                }
             }
             on_their_way -= results.len() as i64;
             let Some((current, _)) = endpoint.as_mut() else {
