@@ -94,6 +94,11 @@ pub(super) mod postgres_rows {
          m.body, 'PENDING', $9, $9 from unnest($1::text[], $2::text[], $3::int8[], $4::text[], \
          $5::text[], $6::text[], $7::text[], $8::text[]) with ordinality \
          as m(id, endpoint_id, event_id, user_id, group_id, actor, event_type, body, n) order by m.n";
+    /// One field of every row, as the array a statement unnests.
+    fn column<T, U>(rows: &[T], field: impl Fn(&T) -> U) -> Vec<U> {
+        rows.iter().map(field).collect()
+    }
+
     const RECORD_MANY: &str = "update webhook_message as m set status = o.status, \
          tries = o.tries, attempts = o.attempts, next_attempt_at = o.next_attempt_at, \
          lease_until = null from unnest($1::text[], $2::timestamptz[], $3::text[], $4::int4[], \
@@ -108,19 +113,16 @@ pub(super) mod postgres_rows {
         if messages.is_empty() {
             return Ok(());
         }
-        let column = |get: fn(&NewMessage) -> Option<String>| -> Vec<Option<String>> {
-            messages.iter().map(get).collect()
-        };
         sqlx::query(INSERT_MANY)
             .persistent(pooler::keep_prepared())
-            .bind(column(|m| Some(m.id.clone())))
-            .bind(column(|m| Some(m.endpoint_id.clone())))
-            .bind(messages.iter().map(|m| m.event_id).collect::<Vec<_>>())
-            .bind(column(|m| m.user_id.clone()))
-            .bind(column(|m| m.group_id.clone()))
-            .bind(column(|m| m.actor.clone()))
-            .bind(column(|m| Some(m.event_type.clone())))
-            .bind(column(|m| Some(m.body.clone())))
+            .bind(column(messages, |m| m.id.clone()))
+            .bind(column(messages, |m| m.endpoint_id.clone()))
+            .bind(column(messages, |m| m.event_id))
+            .bind(column(messages, |m| m.user_id.clone()))
+            .bind(column(messages, |m| m.group_id.clone()))
+            .bind(column(messages, |m| m.actor.clone()))
+            .bind(column(messages, |m| m.event_type.clone()))
+            .bind(column(messages, |m| m.body.clone()))
             .bind(now)
             .execute(&mut **tx)
             .await?;
@@ -133,32 +135,12 @@ pub(super) mod postgres_rows {
         }
         sqlx::query(RECORD_MANY)
             .persistent(pooler::keep_prepared())
-            .bind(
-                outcomes
-                    .iter()
-                    .map(|o| o.message_id.clone())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(outcomes.iter().map(|o| o.lease_until).collect::<Vec<_>>())
-            .bind(
-                outcomes
-                    .iter()
-                    .map(|o| o.status.to_owned())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(outcomes.iter().map(|o| o.tries).collect::<Vec<_>>())
-            .bind(
-                outcomes
-                    .iter()
-                    .map(|o| o.attempts.clone())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                outcomes
-                    .iter()
-                    .map(|o| o.next_attempt_at)
-                    .collect::<Vec<_>>(),
-            )
+            .bind(column(outcomes, |o| o.message_id.clone()))
+            .bind(column(outcomes, |o| o.lease_until))
+            .bind(column(outcomes, |o| o.status))
+            .bind(column(outcomes, |o| o.tries))
+            .bind(column(outcomes, |o| o.attempts.clone()))
+            .bind(column(outcomes, |o| o.next_attempt_at))
             .execute(&mut **tx)
             .await?;
         Ok(())
