@@ -1,7 +1,6 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use onboarding::app::{self, Application};
 use onboarding::auth::{self, TokenRequest};
 use onboarding::commands::Whose;
 use onboarding::config::{
@@ -9,6 +8,7 @@ use onboarding::config::{
     WebhooksCommand,
 };
 use onboarding::db::Db;
+use onboarding::http::{self, Application};
 use onboarding::{commands, graphql, telemetry};
 
 #[global_allocator]
@@ -87,12 +87,12 @@ async fn serve(args: ServeArgs) -> Result {
     let addr = application.local_addr()?;
     if let Some(token) = application.dev_token() {
         println!("\nGraphiQL:   http://{addr}/graphql");
-        println!("Demo token for user `{}` (valid 24h):\n", app::DEMO_USER);
+        println!("Demo token for user `{}` (valid 24h):\n", http::DEMO_USER);
         println!("Authorization: Bearer {token}\n");
     }
     tracing::info!(%addr, "listening");
     application
-        .run_until_drained(app::shutdown_signal())
+        .run_until_drained(http::shutdown_signal())
         .await?;
     tracing::info!("stopped");
     Ok(())

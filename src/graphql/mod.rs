@@ -5,6 +5,7 @@
 //! already loaded, so resolving them concurrently would only add a task per
 //! field to every response.
 
+pub mod document;
 mod flows;
 mod scalars;
 mod webhooks;
@@ -14,7 +15,6 @@ use async_graphql::{
     Schema, SchemaBuilder, ValidationMode,
 };
 
-use crate::document;
 use crate::domain::{Change, Error, OnboardingState, Step, Viewer};
 use crate::service::{Flows, Onboarding, Webhooks, WriteOptions};
 use flows::{FlowMutation, FlowQuery};
@@ -250,7 +250,7 @@ async fn change(
 
 /// What every resolver needs from the request. Their absence is a wiring
 /// fault, reported like any internal error: every error a resolver returns
-/// carries a code, which is how `graphql_http` tells them from request errors.
+/// carries a code, which is how `http::graphql_over_http` tells them from request errors.
 fn operations<'a>(ctx: &Context<'a>) -> async_graphql::Result<(&'a Onboarding, &'a Viewer)> {
     let internal =
         |error: async_graphql::Error| client_error(ctx, Error::Internal(error.message.into()));

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use onboarding::app::Application;
 use onboarding::auth::{self, TokenRequest};
 use onboarding::config::{DatabaseArgs, JwtArgs, Pooler, ServeArgs};
+use onboarding::http::Application;
 use serde_json::{Value, json};
 use sqlx::{Connection, Executor, PgConnection, SqliteConnection};
 use tokio::sync::oneshot;

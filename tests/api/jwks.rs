@@ -14,9 +14,9 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use onboarding::app::Application;
 use onboarding::auth::REFETCH_INTERVAL;
 use onboarding::config::ServeArgs;
+use onboarding::http::Application;
 use serde_json::{Value, json};
 
 use crate::helpers::{

@@ -136,7 +136,7 @@ async fn sigterm_lets_an_in_flight_request_finish_before_the_server_exits(backen
     // tower_http logs the start of each request at debug.
     let server = ServerProcess::start(
         &db.url,
-        &[("RUST_LOG", "info,onboarding::access_log=debug")],
+        &[("RUST_LOG", "info,onboarding::http::access_log=debug")],
     )
     .await;
     let body = r#"{"query":"mutation { setOnboardingStep(step: 4) { currentStep } }"}"#;

@@ -5,7 +5,7 @@
 //! It is a single event, not a span: a span costs a registry entry, its
 //! fields formatted ahead of time and an enter and exit on every poll, which
 //! was a tenth of what `/healthz` costs. GraphQL requests, whose work logs
-//! lines of its own, get their span in `graphql_http`.
+//! lines of its own, get their span in `graphql_over_http`.
 
 use std::future::Future;
 use std::pin::Pin;

@@ -22,7 +22,7 @@ use tokio::sync::Semaphore;
 use tokio::time::{Instant, Sleep};
 use tower::ServiceExt;
 
-use crate::graphql_http;
+use crate::http::graphql_over_http;
 
 /// Longest request target (path and query string) answered with more than a
 /// refusal; a GraphQL query sent with GET fits in far less.
@@ -343,7 +343,7 @@ pub fn refuse_oversized_head(request: &mut Request) -> Result<(), Response> {
             "The request target must be at most {} KiB; send a long query with POST.",
             MAX_URI_BYTES / 1024
         );
-        return Err(graphql_http::refusal(
+        return Err(graphql_over_http::refusal(
             request.headers(),
             StatusCode::URI_TOO_LONG,
             &message,
@@ -360,7 +360,7 @@ pub fn refuse_oversized_head(request: &mut Request) -> Result<(), Response> {
             "The request headers must be at most {MAX_HEADERS} fields and {} KiB in all.",
             MAX_HEADER_BYTES / 1024
         );
-        return Err(graphql_http::refusal(
+        return Err(graphql_over_http::refusal(
             headers,
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             &message,

@@ -7,7 +7,9 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::LevelFilter;
 
 use crate::config::LogFormat;
-use crate::log_writer::{self, Flusher};
+mod log_writer;
+
+use log_writer::Flusher;
 
 /// sqlx relays every Postgres NOTICE at info, such as "relation
 /// `_sqlx_migrations` already exists, skipping" on each start: kept out of

@@ -6,8 +6,8 @@ use std::sync::atomic::AtomicBool;
 
 use crate::auth::Verifier;
 use crate::db::Db;
-use crate::document_cache::DocumentCache;
 use crate::graphql::OnboardingSchema;
+use crate::http::document_cache::DocumentCache;
 
 /// What every handler shares. Behind one `Arc`: axum clones the state into
 /// every request, whether its handler reads it or not.

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use async_graphql::parser::types::ExecutableDocument;
 
-use crate::document;
+use crate::graphql::document;
 
 /// Most documents kept.
 const CAPACITY: usize = 512;

@@ -18,17 +18,17 @@ use tower_http::request_id::{
 use tower_http::timeout::TimeoutLayer;
 use tower_http::validate_request::ValidateRequestHeaderLayer;
 
-use crate::access_log::AccessLogLayer;
 use crate::auth::{self, KeyError, TokenRequest, Verifier};
 use crate::config::{DatabaseArgs, ServeArgs};
-use crate::connections::{self, ConnectionLimits};
-use crate::cors::{self, Cors};
 use crate::db::{ConnectError, Db};
-use crate::document_cache::DocumentCache;
 use crate::graphql;
+use crate::http::access_log::AccessLogLayer;
+use crate::http::connections::{self, ConnectionLimits};
+use crate::http::cors::{self, Cors};
+use crate::http::document_cache::DocumentCache;
+use crate::http::state::{AppState, Shared};
+use crate::http::{graphiql, graphql_over_http};
 use crate::service::{Flows, Onboarding, Webhooks};
-use crate::state::{AppState, Shared};
-use crate::{graphiql, graphql_http};
 
 /// How long one request may take before it is answered 408.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -200,8 +200,8 @@ pub fn router(state: AppState, cors: Cors) -> Router {
         // the CORS layer outside.
         .route(
             "/graphql",
-            get(graphql_http::get)
-                .post(graphql_http::post)
+            get(graphql_over_http::get)
+                .post(graphql_over_http::post)
                 .layer(TimeoutLayer::with_status_code(
                     StatusCode::REQUEST_TIMEOUT,
                     REQUEST_TIMEOUT,

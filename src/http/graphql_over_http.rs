@@ -15,12 +15,12 @@ use serde_json::{Map, Value, json};
 use tracing::Instrument;
 
 use crate::auth::TokenError;
-use crate::document::{self, LimitExceeded};
 use crate::domain::Error;
-use crate::error::RequestErrorCode;
-use crate::graphiql;
 use crate::graphql::RequestId;
-use crate::state::AppState;
+use crate::graphql::document::{self, LimitExceeded};
+use crate::http::graphiql;
+use crate::http::request_error::RequestErrorCode;
+use crate::http::state::AppState;
 
 /// Largest request body accepted; a GraphQL operation for this API is well under 1 KiB.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Re-vendors the GraphiQL explorer's browser assets into src/graphiql/assets/.
+# Re-vendors the GraphiQL explorer's browser assets into src/http/graphiql/assets/.
 # The server embeds these files, so GraphiQL works with no internet access.
 # To upgrade: change a version, set its integrity to `npm view PKG@VERSION dist.integrity`,
 # run this script, then check the page in a browser (tests/browser).
