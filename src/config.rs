@@ -220,6 +220,17 @@ pub struct ServeArgs {
     )]
     pub max_connections: u32,
 
+    /// Most live subscriptions this server holds at once, over WebSocket and
+    /// server-sent events together; past it new ones are refused (4429, or
+    /// 429 over server-sent events).
+    #[arg(
+        long,
+        env = "MAX_SUBSCRIPTIONS",
+        default_value_t = 10_000,
+        value_parser = clap::value_parser!(u32).range(1..=1_000_000)
+    )]
+    pub max_subscriptions: u32,
+
     /// How long a client may take to send a request's headers, from their
     /// first byte (e.g. `10s`); slower connections are closed.
     #[arg(long, env = "HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_timeout)]
@@ -276,6 +287,12 @@ pub struct DatabaseArgs {
     /// (run `onboarding migrate` on Postgres itself).
     #[arg(long, env = "DATABASE_POOLER", value_enum, default_value_t = Pooler::None)]
     pub database_pooler: Pooler,
+
+    /// Postgres: a direct connection (not through a transaction pooler) for
+    /// the one connection each server listens on for live updates; the
+    /// database of DATABASE_URL when unset
+    #[arg(long, env = "DATABASE_LISTEN_URL", hide_env_values = true)]
+    pub database_listen_url: Option<String>,
 }
 
 /// What stands between the server and Postgres.

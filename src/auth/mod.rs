@@ -196,8 +196,18 @@ impl Verifier {
 
     /// The viewer an `Authorization` header value speaks for.
     pub async fn viewer(&self, authorization: Option<&str>) -> Result<Viewer, TokenError> {
+        Ok(self.viewer_until(authorization).await?.0)
+    }
+
+    /// The viewer an `Authorization` header value speaks for, and when its
+    /// token expires (seconds since the epoch; none when anonymous): a
+    /// connection that outlives one request ends there.
+    pub async fn viewer_until(
+        &self,
+        authorization: Option<&str>,
+    ) -> Result<(Viewer, Option<u64>), TokenError> {
         let Some(authorization) = authorization else {
-            return Ok(Viewer::Anonymous);
+            return Ok((Viewer::Anonymous, None));
         };
         let token = bearer_token(authorization).ok_or(TokenError::NotBearer)?;
         let verified = match &self.keys {
@@ -208,7 +218,13 @@ impl Verifier {
             }
         };
         let claims = verified.map_err(|error| self.token_error(token, error.kind()))?;
-        self.claims.viewer(&claims)
+        // `exp` is required and checked above; past it, with the leeway
+        // every token gets, the token no longer verifies.
+        let expires = claims
+            .get("exp")
+            .and_then(serde_json::Value::as_f64)
+            .map(|exp| exp.max(0.0) as u64 + LEEWAY_SECONDS);
+        Ok((self.claims.viewer(&claims)?, expires))
     }
 
     fn token_error(&self, token: &str, kind: &ErrorKind) -> TokenError {

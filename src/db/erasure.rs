@@ -289,6 +289,7 @@ impl FlowStore {
         whose: Whose,
     ) -> Result<[u64; N], Error> {
         let (backend, id) = (self.backend.clone(), id.to_owned());
+        let live = self.live().clone();
         // In the task that runs to the end: a client that goes away after
         // the commit does not leave the log unemptied.
         let (counts, in_flight) = to_the_end(async move {
@@ -299,6 +300,7 @@ impl FlowStore {
                         on_sqlite::run(pool, statements, &id, ERASED_ACTOR, whose).await?
                     };
                     empty_the_log(pool).await;
+                    live.committed(&id);
                     Ok(erased)
                 }
                 Backend::Postgres { pool, .. } => {

@@ -14,10 +14,10 @@ use sqlx::sqlite::{SqliteConnection, SqlitePool};
 use sqlx::{FromRow, Row};
 use tokio::sync::{mpsc, oneshot};
 
-use super::DbError;
 use super::flow_groups::FlowWriters;
 use super::groups::{Queues, closed};
 use super::pooler;
+use super::{DbError, Live};
 use crate::domain::{
     Error, EventType, FlowDeclaration, FlowEvent, FlowState, FlowStatus, FlowVersion, Happened,
     ONBOARDING, Reonboarding, Scope, StepDeclaration, StepRecord, webhook,
@@ -177,6 +177,7 @@ pub(super) const ERASED_MEANWHILE_RETRIES: usize = 3;
 pub struct FlowStore {
     pub(super) backend: Backend,
     readers: Queues,
+    live: Live,
 }
 
 /// The connections of whichever database the server runs on.
@@ -678,10 +679,12 @@ impl FlowStore {
         writer: mpsc::Sender<QueuedFlowWrite>,
         readers: Queues,
         gate: super::sqlite::WriteGate,
+        live: Live,
     ) -> Self {
         Self {
             backend: Backend::Sqlite { pool, writer, gate },
             readers,
+            live,
         }
     }
 
@@ -692,12 +695,19 @@ impl FlowStore {
         readers: Queues,
         writers: usize,
         alone: Arc<tokio::sync::Semaphore>,
+        live: Live,
     ) -> Self {
         let writers = FlowWriters::start(&pool, writers, alone);
         Self {
             backend: Backend::Postgres { pool, writers },
             readers,
+            live,
         }
+    }
+
+    /// Word of committed changes to the states subscriptions watch.
+    pub fn live(&self) -> &Live {
+        &self.live
     }
 
     /// Every published version of every flow, by flow then version.

@@ -91,6 +91,7 @@ pub const POSTGRES: &[MigrationFile] = migrations!("postgres":
     "20261203000001_idempotency_key_group_index",
     "20261204000000_webhooks",
     "20261204000001_event_transaction_index",
+    "20261205000000_live",
 );
 
 /// Whether sqlx's table of applied migrations exists, in each dialect.

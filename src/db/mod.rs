@@ -25,6 +25,7 @@ use crate::domain::{Change, OnboardingState, Step, UserId};
 
 pub use erasure::{Erased, ErasedGroup};
 pub use flows::{Decide, FlowStore, FlowWrite, Idempotency, Provenance};
+pub use live::{Live, Watch};
 pub use migrations::MigrationStatus;
 pub use postgres::Postgres;
 pub use sqlite::Sqlite;
@@ -172,6 +173,7 @@ mod erasure;
 mod flow_groups;
 mod flows;
 mod groups;
+mod live;
 mod migrations;
 mod pooler;
 mod postgres;

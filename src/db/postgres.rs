@@ -16,7 +16,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use tokio::sync::Semaphore;
 
 use super::groups::{self, Queues, Reader, Write, WriteQueue, WriteRequest, gather};
-use super::{ACQUIRE_TIMEOUT, ConnectError, DbError, FlowStore, Result, Upserts, pooler};
+use super::{ACQUIRE_TIMEOUT, ConnectError, DbError, FlowStore, Live, Result, Upserts, pooler};
 use crate::config::{DatabaseArgs, Pooler};
 use crate::domain::{Change, FlowState, OnboardingState, Step};
 
@@ -290,9 +290,25 @@ impl Postgres {
             .connect_with(options.clone())
             .await
             .map_err(ConnectError::Connect)?;
+        let listen = match &args.database_listen_url {
+            Some(url) => PgConnectOptions::from_str(url)
+                .map_err(ConnectError::InvalidUrl)?
+                .extra_float_digits(None),
+            None => {
+                if behind_transaction_pooler {
+                    tracing::warn!(
+                        "DATABASE_POOLER=transaction without DATABASE_LISTEN_URL: live updates \
+                         listen through the pooler, which cannot carry LISTEN; set \
+                         DATABASE_LISTEN_URL to a direct connection"
+                    );
+                }
+                options.clone()
+            }
+        };
+        let live = Live::postgres(pool.clone(), listen);
         Ok(Self {
             options: Some(Arc::new(options)),
-            ..Self::start(pool, args.database_max_connections)
+            ..Self::start(pool, args.database_max_connections, live)
         })
     }
 
@@ -338,7 +354,7 @@ impl Postgres {
 
     /// Starts the writers and the readers on `pool`. Writers work side by
     /// side, so that a group waiting for a locked row holds up only itself.
-    pub fn start(pool: PgPool, max_connections: u32) -> Self {
+    pub fn start(pool: PgPool, max_connections: u32, live: Live) -> Self {
         let readers = groups::readers(max_connections);
         let writers = readers;
         // Writes run alone (a group met a held row) take at most half the
@@ -359,7 +375,7 @@ impl Postgres {
                 read_queue.clone(),
             )));
         }
-        let flows = FlowStore::postgres(pool.clone(), queues.clone(), writers, alone);
+        let flows = FlowStore::postgres(pool.clone(), queues.clone(), writers, alone, live);
         Self {
             pool,
             queues,

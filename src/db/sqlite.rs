@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 
 use super::flows::{self, FlowWrite, QueuedFlowWrite};
 use super::groups::{self, Job, Queues, Reader, Write, WriteQueue, gather};
-use super::{ConnectError, FlowStore, Result, Upserts};
+use super::{ConnectError, FlowStore, Live, Result, Upserts};
 use crate::domain::{Error, FlowState, OnboardingState, Step, UserId};
 
 /// How long SQLite waits for another process's writer before giving up.
@@ -155,12 +155,14 @@ impl Sqlite {
         let (queues, write_queue, read_queue) = Queues::new(1, readers);
         let (flow_writes, flow_write_queue) = mpsc::channel(4 * groups::MAX_GROUP);
         let gate = WriteGate::default();
+        let live = Live::in_process();
         queues.started(tokio::spawn(write_groups(
             writer,
             options.clone(),
             write_queue,
             flow_write_queue,
             gate.clone(),
+            live.clone(),
         )));
         for _ in 0..readers {
             let reader = options.connect().await.map_err(cannot_open)?;
@@ -179,7 +181,7 @@ impl Sqlite {
             .map_err(cannot_open)?;
         Ok(Self {
             options: Arc::new(options),
-            flows: FlowStore::sqlite(flows, flow_writes, queues.clone(), gate),
+            flows: FlowStore::sqlite(flows, flow_writes, queues.clone(), gate, live),
             queues,
         })
     }
@@ -247,6 +249,7 @@ async fn write_groups(
     queue: WriteQueue,
     mut flow_queue: mpsc::Receiver<QueuedFlowWrite>,
     gate: WriteGate,
+    live: Live,
 ) {
     loop {
         let mut flow_writes = Vec::new();
@@ -280,9 +283,13 @@ async fn write_groups(
                 Ok((results, flow_results)) => {
                     tracing::debug!(writes = count, "group committed");
                     for (request, result) in group.into_iter().zip(results) {
+                        live.committed(request.user.0.as_str());
                         let _ = request.answer.send(result.map(Some));
                     }
                     for (answer, result) in flow_answers.into_iter().zip(flow_results) {
+                        if let Ok(state) = &result {
+                            live.committed(&state.user_id);
+                        }
                         let _ = answer.send(result);
                     }
                 }

@@ -11,17 +11,17 @@ mod scalars;
 mod webhooks;
 
 use async_graphql::{
-    Context, EmptySubscription, ErrorExtensions, ID, MergedObject, Object, SDLExportOptions,
+    Context, ErrorExtensions, ID, MergedObject, MergedSubscription, Object, SDLExportOptions,
     Schema, SchemaBuilder, ValidationMode,
 };
 
 use crate::domain::{Change, Error, OnboardingState, Step, Viewer};
 use crate::service::{Flows, Onboarding, Webhooks, WriteOptions};
-use flows::{FlowMutation, FlowQuery};
+use flows::{FlowMutation, FlowQuery, FlowSubscription};
 pub use scalars::DateTime;
 use webhooks::{WebhookMutation, WebhookQuery};
 
-pub type OnboardingSchema = Schema<Query, Mutation, EmptySubscription>;
+pub type OnboardingSchema = Schema<Query, Mutation, Subscription>;
 
 /// Deepest selection nesting a query may have; the real schema needs 2, the
 /// introspection query that GraphiQL and codegen send needs 13.
@@ -55,12 +55,16 @@ pub fn schema_for_valid_documents(operations: Operations) -> OnboardingSchema {
         .finish()
 }
 
-fn builder(operations: Option<Operations>) -> SchemaBuilder<Query, Mutation, EmptySubscription> {
-    let builder = Schema::build(Query::default(), Mutation::default(), EmptySubscription)
-        .limit_depth(MAX_DEPTH)
-        .limit_complexity(MAX_COMPLEXITY)
-        .limit_recursive_depth(document::MAX_DEPTH)
-        .limit_directives(document::MAX_DIRECTIVES);
+fn builder(operations: Option<Operations>) -> SchemaBuilder<Query, Mutation, Subscription> {
+    let builder = Schema::build(
+        Query::default(),
+        Mutation::default(),
+        Subscription::default(),
+    )
+    .limit_depth(MAX_DEPTH)
+    .limit_complexity(MAX_COMPLEXITY)
+    .limit_recursive_depth(document::MAX_DEPTH)
+    .limit_directives(document::MAX_DIRECTIVES);
     match operations {
         Some(operations) => builder
             .data(operations.onboarding)
@@ -132,6 +136,11 @@ pub struct Query(OnboardingQuery, FlowQuery, WebhookQuery);
 #[derive(MergedObject, Default)]
 #[graphql(name = "Mutation")]
 pub struct Mutation(OnboardingMutation, FlowMutation, WebhookMutation);
+
+/// Every subscription: the flows' live states.
+#[derive(MergedSubscription, Default)]
+#[graphql(name = "Subscription")]
+pub struct Subscription(FlowSubscription);
 
 #[derive(Default)]
 pub struct OnboardingQuery;

@@ -15,10 +15,9 @@ use axum::response::Response;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 use tower::ServiceExt;
 
@@ -62,7 +61,12 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
-    let graceful = GracefulShutdown::new();
+    // Told to every connection when the server stops; each holds a sender of
+    // `open` until it ends, so the receiver hears `None` once all have.
+    // (hyper-util's graceful shutdown does not take connections that may be
+    // upgraded to WebSockets.)
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let (open, mut all_closed) = tokio::sync::mpsc::channel::<()>(1);
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         // `ClockedStream` times the head from its first byte instead: the
@@ -113,38 +117,127 @@ pub async fn serve(
         });
         let router = router.clone();
         let watched = clock.clone();
-        let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        let slot = ConnectionSlot::new(permit);
+        let offered = slot.clone();
+        let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
             clock.request_started();
             let clock = clock.clone();
+            if request.headers().contains_key(axum::http::header::UPGRADE) {
+                request.extensions_mut().insert(offered.clone());
+            }
             let response = router.clone().oneshot(request.map(axum::body::Body::new));
             async move {
                 let response = response.await;
-                clock.response_sent();
-                response
+                match response {
+                    // The socket is the WebSocket's now: no timer of HTTP's applies.
+                    Ok(response) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                        clock.set(Phase::Upgraded);
+                        Ok(response)
+                    }
+                    // The connection is busy until the stream's last event.
+                    Ok(response) if is_event_stream(&response) => {
+                        Ok(response.map(|body| axum::body::Body::new(Streaming { body, clock })))
+                    }
+                    response => {
+                        clock.response_sent();
+                        response
+                    }
+                }
             }
         });
-        let connection = graceful.watch(http.serve_connection(io, service));
+        let connection = http.serve_connection(io, service).with_upgrades();
+        let (mut stopping, open) = (stopping.clone(), open.clone());
         tokio::spawn(async move {
+            tokio::pin!(connection);
             // Dropping the connection closes it.
             tokio::select! {
-                closed = connection => if let Err(error) = closed {
+                closed = connection.as_mut() => if let Err(error) = closed {
                     tracing::debug!(%error, "connection closed");
                 },
                 () = watched.idle_expired(limits.idle_timeout) => {
                     tracing::debug!("idle connection closed");
                 }
+                () = async { let _ = stopping.wait_for(|stop| *stop).await; } => {
+                    // Finishes the request in flight, then closes.
+                    connection.as_mut().graceful_shutdown();
+                    if let Err(error) = connection.await {
+                        tracing::debug!(%error, "connection closed");
+                    }
+                }
             }
-            drop(permit);
+            drop(slot);
+            drop(open);
         });
     }
     drop(listener);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+    stop.send_replace(true);
+    drop(open);
+    if tokio::time::timeout(SHUTDOWN_GRACE, all_closed.recv())
         .await
         .is_err()
     {
         tracing::warn!("connections still open after the shutdown grace period: closing them");
     }
     Ok(())
+}
+
+/// A connection's place under MAX_CONNECTIONS. A WebSocket takes it over
+/// when its connection is upgraded, and holds it while it is open.
+#[derive(Clone)]
+pub struct ConnectionSlot(Arc<Mutex<Option<OwnedSemaphorePermit>>>);
+
+impl ConnectionSlot {
+    fn new(permit: OwnedSemaphorePermit) -> Self {
+        Self(Arc::new(Mutex::new(Some(permit))))
+    }
+
+    /// The place, for the upgraded socket to hold.
+    pub fn take(&self) -> Option<OwnedSemaphorePermit> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+}
+
+fn is_event_stream(response: &axum::response::Response) -> bool {
+    response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"text/event-stream"))
+}
+
+/// The body of an event stream, which holds its connection busy (no idle
+/// timeout) until it ends.
+struct Streaming {
+    body: axum::body::Body,
+    clock: Arc<ConnectionClock>,
+}
+
+impl http_body::Body for Streaming {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        http_body::Body::is_end_stream(&self.body)
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::Body::size_hint(&self.body)
+    }
+}
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        self.clock.response_sent();
+    }
 }
 
 /// File descriptors the server needs besides its client connections: the
@@ -191,6 +284,8 @@ enum Phase {
     Head(Instant),
     /// A request is being handled; the request timeout bounds it.
     Busy,
+    /// Upgraded to a WebSocket, which keeps its own time.
+    Upgraded,
 }
 
 /// The phase of one connection, moved on by its reads and by the service.

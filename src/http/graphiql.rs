@@ -11,7 +11,7 @@ use axum::{
 use serde_json::json;
 use tower_http::compression::CompressionLayer;
 
-/// The vendored versions, e.g. `graphiql-4.0.3-react-18.3.1`. Part of every vendored
+/// The vendored versions, e.g. `graphiql-4.0.3-react-18.3.1-graphql-ws-6.4.2`. Part of every vendored
 /// asset's URL, so browsers may cache those forever.
 const ASSETS_VERSION: &str = include_str!("graphiql/assets/VERSION").trim_ascii();
 
@@ -30,7 +30,7 @@ struct Asset {
     body: &'static [u8],
 }
 
-static VENDORED: [Asset; 7] = [
+static VENDORED: [Asset; 9] = [
     Asset {
         name: "graphiql.min.js",
         content_type: JAVASCRIPT,
@@ -50,6 +50,16 @@ static VENDORED: [Asset; 7] = [
         name: "react-dom.production.min.js",
         content_type: JAVASCRIPT,
         body: include_bytes!("graphiql/assets/react-dom.production.min.js"),
+    },
+    Asset {
+        name: "graphql-ws.min.js",
+        content_type: JAVASCRIPT,
+        body: include_bytes!("graphiql/assets/graphql-ws.min.js"),
+    },
+    Asset {
+        name: "LICENSE-graphql-ws",
+        content_type: TEXT,
+        body: include_bytes!("graphiql/assets/LICENSE-graphql-ws"),
     },
     Asset {
         name: "LICENSE-graphiql",
@@ -143,6 +153,7 @@ pub fn page(dev_token: Option<&str>) -> Response {
 <script src="{assets}/react.production.min.js"></script>
 <script src="{assets}/react-dom.production.min.js"></script>
 <script src="{assets}/graphiql.min.js"></script>
+<script src="{assets}/graphql-ws.min.js"></script>
 <script src="/graphiql/init.js"></script>
 </body>
 </html>
@@ -218,7 +229,7 @@ mod tests {
     async fn the_config_cannot_close_its_script_element() {
         let token = "x</script><script>alert(1)</script><!--&";
         let html = body_text(page(Some(token))).await;
-        assert_eq!(html.matches("</script>").count(), 5, "{html}");
+        assert_eq!(html.matches("</script>").count(), 6, "{html}");
 
         let start = html.find(r#"id="graphiql-config">"#).expect("config")
             + r#"id="graphiql-config">"#.len();
@@ -245,7 +256,7 @@ mod tests {
             .split(['"'])
             .filter(|part| part.starts_with("/graphiql/"))
             .collect();
-        assert_eq!(links.len(), 5, "{links:?}");
+        assert_eq!(links.len(), 6, "{links:?}");
         for link in links {
             let response = get(link).await;
             assert_eq!(response.status(), 200, "{link}");

@@ -30,7 +30,7 @@ const JSON: &str = "application/json";
 
 /// The media type a response is written in, chosen from the request's `Accept`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum MediaType {
+pub(super) enum MediaType {
     /// The GraphQL over HTTP type: request errors get 4xx statuses.
     GraphqlResponseJson,
     /// The legacy type: every GraphQL response is a 200.
@@ -41,7 +41,7 @@ impl MediaType {
     /// Picks `application/graphql-response+json` when the client names it at
     /// least as highly as `application/json`; otherwise, and for wildcards or
     /// no `Accept` at all, `application/json`, which every client reads.
-    fn negotiate(headers: &HeaderMap) -> Self {
+    pub(super) fn negotiate(headers: &HeaderMap) -> Self {
         let (mut graphql_q, mut json_q) = (0.0_f32, 0.0_f32);
         for accept in headers.get_all(header::ACCEPT) {
             for range in accept.to_str().unwrap_or_default().split(',') {
@@ -86,7 +86,7 @@ impl MediaType {
 /// The parameters of one GraphQL request, from a JSON body or a query string.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Params {
+pub(super) struct Params {
     query: Option<String>,
     operation_name: Option<String>,
     variables: Option<Map<String, Value>>,
@@ -108,36 +108,56 @@ pub struct GetParams {
 /// `POST /graphql`: a JSON body holding one operation.
 pub async fn post(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let media = MediaType::negotiate(&headers);
-    if !is_json(&headers) {
-        let message = "Send the request body as JSON with `Content-Type: application/json`.";
-        return request_error(media, StatusCode::UNSUPPORTED_MEDIA_TYPE, message);
+    match read_params(&headers, body, media).await {
+        Ok(params) => execute(&state, &headers, media, params, OperationsAllowed::All).await,
+        Err(refused) => *refused,
     }
-    let bytes = match read_body(&headers, body).await {
-        Ok(bytes) => bytes,
-        Err(error) => return error.response(media),
-    };
+}
+
+/// The parameters of a POST request's JSON body, or the response refusing it.
+pub(super) async fn read_params(
+    headers: &HeaderMap,
+    body: Body,
+    media: MediaType,
+) -> Result<Params, Box<Response>> {
+    if !is_json(headers) {
+        let message = "Send the request body as JSON with `Content-Type: application/json`.";
+        return Err(Box::new(request_error(
+            media,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            message,
+        )));
+    }
+    let bytes = read_body(headers, body)
+        .await
+        .map_err(|error| Box::new(error.response(media)))?;
     let params = match serde_json::from_slice::<Value>(&bytes) {
         Ok(Value::Array(_)) => {
             let message = "Batching is not supported: send one operation per request.";
-            return request_error(media, StatusCode::BAD_REQUEST, message);
+            return Err(Box::new(request_error(
+                media,
+                StatusCode::BAD_REQUEST,
+                message,
+            )));
         }
         Ok(value @ Value::Object(_)) => serde_json::from_value::<Params>(value),
         Ok(_) => {
             let message = "The body must be a JSON object with a `query` string.";
-            return malformed_request(media, message);
+            return Err(Box::new(malformed_request(media, message)));
         }
         Err(error) => {
             let message = format!("The body is not valid JSON: {error}.");
-            return request_error(media, StatusCode::BAD_REQUEST, &message);
+            return Err(Box::new(request_error(
+                media,
+                StatusCode::BAD_REQUEST,
+                &message,
+            )));
         }
     };
-    match params {
-        Ok(params) => execute(&state, &headers, media, params, OperationsAllowed::All).await,
-        Err(error) => {
-            let message = format!("The body is not a valid GraphQL request: {error}.");
-            malformed_request(media, &message)
-        }
-    }
+    params.map_err(|error| {
+        let message = format!("The body is not a valid GraphQL request: {error}.");
+        Box::new(malformed_request(media, &message))
+    })
 }
 
 /// `GET /graphql`: the explorer for a browser, else a query from the query string.
@@ -147,27 +167,14 @@ pub async fn get(
     params: Result<Query<GetParams>, QueryRejection>,
 ) -> Response {
     let media = MediaType::negotiate(&headers);
-    let params = match params {
-        Ok(Query(params)) => params,
-        Err(rejection) => {
-            let message = format!("The query string is not valid: {}.", rejection.body_text());
-            return malformed_request(media, &message);
-        }
-    };
-    if params.query.is_none() && accepts_html(&headers) {
+    if let Ok(Query(GetParams { query: None, .. })) = &params
+        && accepts_html(&headers)
+    {
         return graphiql::page(state.dev_token.as_deref());
     }
-    let Ok(variables) = json_object_parameter(params.variables.as_deref()) else {
-        return malformed_request(media, "The `variables` parameter must be a JSON object.");
-    };
-    let Ok(extensions) = json_object_parameter(params.extensions.as_deref()) else {
-        return malformed_request(media, "The `extensions` parameter must be a JSON object.");
-    };
-    let params = Params {
-        query: params.query,
-        operation_name: params.operation_name,
-        variables,
-        _extensions: extensions,
+    let params = match query_params(params, media) {
+        Ok(params) => params,
+        Err(refused) => return *refused,
     };
     execute(
         &state,
@@ -177,6 +184,118 @@ pub async fn get(
         OperationsAllowed::QueriesOnly,
     )
     .await
+}
+
+/// The parameters of a GET request's query string, or the response refusing it.
+pub(super) fn query_params(
+    params: Result<Query<GetParams>, QueryRejection>,
+    media: MediaType,
+) -> Result<Params, Box<Response>> {
+    let params = match params {
+        Ok(Query(params)) => params,
+        Err(rejection) => {
+            let message = format!("The query string is not valid: {}.", rejection.body_text());
+            return Err(Box::new(malformed_request(media, &message)));
+        }
+    };
+    let Ok(variables) = json_object_parameter(params.variables.as_deref()) else {
+        return Err(Box::new(malformed_request(
+            media,
+            "The `variables` parameter must be a JSON object.",
+        )));
+    };
+    let Ok(extensions) = json_object_parameter(params.extensions.as_deref()) else {
+        return Err(Box::new(malformed_request(
+            media,
+            "The `extensions` parameter must be a JSON object.",
+        )));
+    };
+    Ok(Params {
+        query: params.query,
+        operation_name: params.operation_name,
+        variables,
+        _extensions: extensions,
+    })
+}
+
+/// A request of a streaming transport, ready to execute.
+pub(super) struct PreparedRequest {
+    pub request: async_graphql::Request,
+    /// Whether the document was parsed here (else async-graphql parses it).
+    pub parsed: bool,
+}
+
+/// A request for a transport that streams its results, checked as
+/// `execute` checks one: the document's limits and its variables.
+pub(super) async fn prepare(
+    state: &AppState,
+    viewer: crate::domain::Viewer,
+    params: Params,
+    request_id: Option<&str>,
+    media: MediaType,
+) -> Result<PreparedRequest, Box<Response>> {
+    let Some(query) = params.query else {
+        let message = "The request has no `query`: send the GraphQL document as a string.";
+        return Err(Box::new(malformed_request(media, message)));
+    };
+    let provided: Vec<String> = params
+        .variables
+        .iter()
+        .flatten()
+        .filter(|(_, value)| !value.is_null())
+        .map(|(name, _)| name.clone())
+        .collect();
+    let (query, document) = match state.documents.prepare(query).await {
+        (query, Ok(document), _) => (query, document),
+        (_, Err(limit), _) => return Err(Box::new(document_refused(media, &limit))),
+    };
+    let mut request = request_of(query, viewer, params.operation_name, params.variables);
+    if let Some(id) = request_id {
+        request = request.data(RequestId(id.to_owned()));
+    }
+    let parsed = document.is_some();
+    if let Some(document) = document {
+        let missing = selected_operation(&document, request.operation_name.as_deref())
+            .and_then(|operation| missing_variable(operation, &provided));
+        if let Some(message) = missing {
+            let body = error_body(RequestErrorCode::ValidationFailed.as_str(), &message);
+            return Err(Box::new(graphql_response(
+                media,
+                media.invalid_document_status(),
+                body,
+            )));
+        }
+        request.set_parsed_query(document);
+    }
+    Ok(PreparedRequest { request, parsed })
+}
+
+/// The request to execute: the document, its operation and variables, and
+/// who asks.
+fn request_of(
+    query: String,
+    viewer: crate::domain::Viewer,
+    operation_name: Option<String>,
+    variables: Option<Map<String, Value>>,
+) -> async_graphql::Request {
+    let mut request = async_graphql::Request::new(query).data(viewer);
+    if let Some(name) = operation_name {
+        request = request.operation_name(name);
+    }
+    if let Some(variables) = variables {
+        let mut variables = Value::Object(variables);
+        document::read_negative_zero_in_json(&mut variables);
+        request = request.variables(Variables::from_json(variables));
+    }
+    request
+}
+
+/// The request id the request-id layer set.
+pub(super) fn request_id(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("x-request-id")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned)
 }
 
 /// Whether a request may run mutations: GET requests must be safe.
@@ -233,19 +352,8 @@ async fn execute(
         }
         _ => None,
     };
-    let mut request = async_graphql::Request::new(query).data(viewer);
-    if let Some(name) = params.operation_name {
-        request = request.operation_name(name);
-    }
-    if let Some(variables) = params.variables {
-        let mut variables = Value::Object(variables);
-        document::read_negative_zero_in_json(&mut variables);
-        request = request.variables(Variables::from_json(variables));
-    }
-    let request_id = headers
-        .get("x-request-id")
-        .and_then(|value| value.to_str().ok())
-        .map(str::to_owned);
+    let mut request = request_of(query, viewer, params.operation_name, params.variables);
+    let request_id = request_id(headers);
     if let Some(id) = &request_id {
         request = request.data(RequestId(id.clone()));
     }
@@ -258,6 +366,11 @@ async fn execute(
         request.set_parsed_query(document);
     }
     match operation {
+        Some((OperationType::Subscription, _)) => {
+            let message = "Subscriptions are served over WebSocket at /graphql (subprotocol \
+                           graphql-transport-ws) and as server-sent events at /graphql/stream.";
+            return request_error(media, StatusCode::BAD_REQUEST, message);
+        }
         Some((OperationType::Mutation, _)) if allowed == OperationsAllowed::QueriesOnly => {
             let message = "Mutations must be sent with POST.";
             let mut response = request_error(media, StatusCode::METHOD_NOT_ALLOWED, message);
@@ -293,20 +406,7 @@ async fn execute(
 /// others are async-graphql refusing the request itself: its document, or an
 /// argument or variable value that does not fit its type.
 fn executed(media: MediaType, mut response: async_graphql::Response, parsed: bool) -> Response {
-    // Only async-graphql's own errors: the request itself was refused.
-    let refused = !response.errors.is_empty() && !response.errors.iter().any(has_code);
-    for error in &mut response.errors {
-        let extensions = error.extensions.get_or_insert_with(Default::default);
-        if extensions.get("code").is_some() {
-            continue;
-        }
-        let code = if parsed {
-            RequestErrorCode::ValidationFailed
-        } else {
-            RequestErrorCode::ParseFailed
-        };
-        extensions.set("code", code.as_str());
-    }
+    let refused = with_codes(&mut response, parsed);
     if refused && response.data == async_graphql::Value::Null {
         let body = json!({ "errors": response.errors });
         return graphql_response(media, media.invalid_document_status(), body);
@@ -327,6 +427,25 @@ fn executed(media: MediaType, mut response: async_graphql::Response, parsed: boo
             graphql_response(media, StatusCode::INTERNAL_SERVER_ERROR, body)
         }
     }
+}
+
+/// Gives async-graphql's own errors (the request itself refused) the code
+/// of a request error, and says whether there were any.
+pub(super) fn with_codes(response: &mut async_graphql::Response, parsed: bool) -> bool {
+    let refused = !response.errors.is_empty() && !response.errors.iter().any(has_code);
+    for error in &mut response.errors {
+        let extensions = error.extensions.get_or_insert_with(Default::default);
+        if extensions.get("code").is_some() {
+            continue;
+        }
+        let code = if parsed {
+            RequestErrorCode::ValidationFailed
+        } else {
+            RequestErrorCode::ParseFailed
+        };
+        extensions.set("code", code.as_str());
+    }
+    refused
 }
 
 /// Whether an error is the service's own, which always carries a code.
@@ -494,18 +613,18 @@ pub fn refusal(headers: &HeaderMap, status: StatusCode, message: &str) -> Respon
 }
 
 /// A GraphQL-shaped error for a request that was not executed.
-fn request_error(media: MediaType, status: StatusCode, message: &str) -> Response {
+pub(super) fn request_error(media: MediaType, status: StatusCode, message: &str) -> Response {
     let body = error_body(RequestErrorCode::BadRequest.as_str(), message);
     graphql_response(media, status, body)
 }
 
 /// A response body holding one error and its `extensions.code`, and no `data`.
-fn error_body(code: &str, message: &str) -> Value {
+pub(super) fn error_body(code: &str, message: &str) -> Value {
     json!({ "errors": [{ "message": message, "extensions": { "code": code } }] })
 }
 
 /// A 401 for a token that failed a check, as RFC 6750 describes.
-fn unauthorized(media: MediaType, error: &TokenError) -> Response {
+pub(super) fn unauthorized(media: MediaType, error: &TokenError) -> Response {
     let message = error.to_string();
     let body = error_body(Error::Unauthenticated.code(), &message);
     let mut response = graphql_response(media, StatusCode::UNAUTHORIZED, body);

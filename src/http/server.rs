@@ -26,8 +26,8 @@ use crate::http::access_log::AccessLogLayer;
 use crate::http::connections::{self, ConnectionLimits};
 use crate::http::cors::{self, Cors};
 use crate::http::document_cache::DocumentCache;
-use crate::http::state::{AppState, Shared};
-use crate::http::{graphiql, graphql_over_http};
+use crate::http::state::{AppState, Shared, SubscriptionSlots};
+use crate::http::{graphiql, graphql_over_http, graphql_sse, graphql_ws};
 use crate::service::{Flows, Onboarding, Webhooks};
 
 /// How long one request may take before it is answered 408.
@@ -125,6 +125,7 @@ impl Application {
             documents: DocumentCache::default(),
             dev_token: dev_token.clone(),
             draining: AtomicBool::new(false),
+            subscriptions: SubscriptionSlots::new(args.max_subscriptions as usize),
         });
         Ok(Self {
             listener,
@@ -200,12 +201,14 @@ pub fn router(state: AppState, cors: Cors) -> Router {
         // the CORS layer outside.
         .route(
             "/graphql",
-            get(graphql_over_http::get)
-                .post(graphql_over_http::post)
-                .layer(TimeoutLayer::with_status_code(
-                    StatusCode::REQUEST_TIMEOUT,
-                    REQUEST_TIMEOUT,
-                )),
+            get(graphql_ws::get).post(graphql_over_http::post).layer(
+                TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT),
+            ),
+        )
+        // Streams last as long as their subscription: no request timeout.
+        .route(
+            "/graphql/stream",
+            get(graphql_sse::get).post(graphql_sse::post),
         )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -2,7 +2,7 @@
 //! database and the parsed-document cache.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::auth::Verifier;
 use crate::db::Db;
@@ -27,4 +27,43 @@ pub struct Shared {
     /// Set once the server is told to stop: `/readyz` answers 503 so that
     /// load balancers stop sending requests before it stops accepting them.
     pub draining: AtomicBool,
+    /// The live subscriptions held, against MAX_SUBSCRIPTIONS.
+    pub subscriptions: SubscriptionSlots,
+}
+
+/// The subscriptions this process holds, each by a slot it gives back when
+/// it ends.
+#[derive(Debug)]
+pub struct SubscriptionSlots {
+    held: Arc<AtomicUsize>,
+    max: usize,
+}
+
+impl SubscriptionSlots {
+    pub fn new(max: usize) -> Self {
+        Self {
+            held: Arc::default(),
+            max,
+        }
+    }
+
+    /// A slot, unless all are held.
+    pub fn take(&self) -> Option<SubscriptionSlot> {
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                (held < self.max).then_some(held + 1)
+            })
+            .ok()
+            .map(|_| SubscriptionSlot(Arc::clone(&self.held)))
+    }
+}
+
+/// One subscription's place; dropping it frees the place.
+#[derive(Debug)]
+pub struct SubscriptionSlot(Arc<AtomicUsize>);
+
+impl Drop for SubscriptionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }

@@ -255,7 +255,16 @@ impl Flows {
         signed_in(viewer)?;
         let flow = self.published(flow).await?;
         let subject = viewer.subject(&flow, user_id, group_id, Access::Read)?;
-        let now = now();
+        self.state_now(&flow, &subject, now()).await
+    }
+
+    /// The subject's state in `flow`, stored on first access.
+    pub(super) async fn state_now(
+        &self,
+        flow: &Arc<Flow>,
+        subject: &Subject,
+        now: DateTime<Utc>,
+    ) -> Result<FlowStateView> {
         let state = match self.store.state(subject.key(), flow.key()).await? {
             Some(state) => state,
             None => {
@@ -263,8 +272,8 @@ impl Flows {
                 self.store.create(fresh).await?
             }
         };
-        let flow = self.with_version(flow, state.version).await?;
-        current(&flow, state, &subject, now)
+        let flow = self.with_version(Arc::clone(flow), state.version).await?;
+        current(&flow, state, subject, now)
     }
 
     /// The user's state in every published USER flow, or with `group_id`
@@ -288,7 +297,11 @@ impl Flows {
     }
 
     /// The state of `subject` in every published flow of `scope`.
-    async fn states_of(&self, subject: &Subject, scope: Scope) -> Result<Vec<FlowStateView>> {
+    pub(super) async fn states_of(
+        &self,
+        subject: &Subject,
+        scope: Scope,
+    ) -> Result<Vec<FlowStateView>> {
         let mut stored: BTreeMap<String, FlowState> = self
             .store
             .states(subject.key())
@@ -450,7 +463,7 @@ impl Flows {
     /// replica does not know is looked up, and when another replica has
     /// published it since, the flows are read again: an unknown key costs
     /// one indexed read, like any other request.
-    async fn published(&self, key: &str) -> Result<Arc<Flow>> {
+    pub(super) async fn published(&self, key: &str) -> Result<Arc<Flow>> {
         check_key("The flow key", key)?;
         if let Some(flow) = self.catalog().await?.flows.get(key) {
             return Ok(Arc::clone(flow));
@@ -473,7 +486,7 @@ impl Flows {
 
     /// `flow`, read again when it lacks `version`: a state stored by a
     /// replica that has read a newer version than this one.
-    async fn with_version(&self, flow: Arc<Flow>, version: i32) -> Result<Arc<Flow>> {
+    pub(super) async fn with_version(&self, flow: Arc<Flow>, version: i32) -> Result<Arc<Flow>> {
         if flow.version(version).is_some() {
             return Ok(flow);
         }
@@ -651,7 +664,7 @@ fn version_of(flow: &Flow, version: i32) -> Result<&FlowVersion> {
         .ok_or_else(|| unknown_version(flow, version))
 }
 
-fn signed_in(viewer: &Viewer) -> Result<()> {
+pub(super) fn signed_in(viewer: &Viewer) -> Result<()> {
     match viewer {
         Viewer::Anonymous => Err(Error::Unauthenticated),
         Viewer::User { .. } => Ok(()),

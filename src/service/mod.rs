@@ -2,6 +2,7 @@
 
 mod data;
 mod flows;
+mod live;
 mod onboarding;
 mod webhooks;
 

@@ -257,6 +257,7 @@ pub fn serve_args(database_url: &str) -> ServeArgs {
             database_statement_timeout: Duration::from_secs(10),
             database_lock_timeout: Duration::from_secs(2),
             database_pooler: Pooler::None,
+            database_listen_url: None,
         },
         jwt: JwtArgs {
             jwt_secret: Some(SECRET.to_owned()),
@@ -275,6 +276,7 @@ pub fn serve_args(database_url: &str) -> ServeArgs {
         database_wait: Duration::from_secs(1),
         cors_allowed_origins: Vec::new(),
         max_connections: 1024,
+        max_subscriptions: 10_000,
         header_read_timeout: Duration::from_secs(10),
         idle_timeout: Duration::from_secs(75),
         // Tests' webhook receivers listen on loopback.

@@ -13,6 +13,7 @@ mod flows;
 mod graphiql;
 mod graphql_http;
 mod jwks;
+mod live;
 mod onboarding_revisions;
 mod onboarding_state;
 mod operations;

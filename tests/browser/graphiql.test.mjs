@@ -3,14 +3,12 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
-import { homedir, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { chromium } from 'playwright-core';
+import { freePort, serverBinary } from './binary.mjs';
 
 const run = promisify(execFile);
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
@@ -23,27 +21,6 @@ let page;
 const offHostRequests = [];
 const consoleErrors = [];
 const failedResponses = [];
-
-function serverBinary() {
-  if (process.env.ONBOARDING_BIN) return process.env.ONBOARDING_BIN;
-  const here = path.dirname(fileURLToPath(import.meta.url));
-  const candidates = [
-    process.env.CARGO_TARGET_DIR && path.join(process.env.CARGO_TARGET_DIR, 'debug', 'onboarding'),
-    path.join(homedir(), '.cache', 'onboarding-target', 'debug', 'onboarding'),
-    path.join(here, '..', '..', 'target', 'debug', 'onboarding'),
-  ].filter(Boolean);
-  const found = candidates.find((candidate) => existsSync(candidate));
-  assert.ok(found, `no server binary in ${candidates.join(', ')}: run \`cargo build\` or set ONBOARDING_BIN`);
-  return found;
-}
-
-async function freePort() {
-  const probe = createServer();
-  await new Promise((resolve) => probe.listen(0, '127.0.0.1', resolve));
-  const { port } = probe.address();
-  await new Promise((resolve) => probe.close(resolve));
-  return port;
-}
 
 async function startServer() {
   const port = await freePort();
@@ -246,4 +223,35 @@ test('the settings dialog opens without a CSP violation', async () => {
   await page.keyboard.press('Escape');
   await page.getByRole('dialog').waitFor({ state: 'detached' });
   assert.deepEqual(consoleErrors, [], 'console errors or CSP violations');
+});
+
+test('a subscription runs over the WebSocket: the state, then a change made elsewhere', async () => {
+  await page.locator('.graphiql-query-editor .CodeMirror').first().evaluate((element) =>
+    element.CodeMirror.setValue(
+      'subscription Live { flowStateChanged(flow: "welcome-tour") { flow currentStep revision } }',
+    ),
+  );
+  // The editor reads the operation's name a moment after a change; the tab shows it then.
+  await page.locator('.graphiql-tabs').getByText('Live', { exact: true }).waitFor();
+  await page.locator('.graphiql-execute-button').click();
+  await page.waitForFunction(
+    () => document.querySelector('.result-window .CodeMirror')?.CodeMirror.getValue().includes('"flowStateChanged"'),
+  );
+  assert.match(await editorText('.result-window'), /"currentStep": "hello"/);
+  const response = await fetch(`${server.baseUrl}/graphql`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${server.token}` },
+    body: JSON.stringify({ query: 'mutation { completeStep(flow: "welcome-tour", step: "hello") { revision } }' }),
+  });
+  const { data } = await response.json();
+  await page.waitForFunction(
+    (revision) =>
+      document.querySelector('.result-window .CodeMirror')?.CodeMirror.getValue().includes(`"revision": ${revision}`),
+    data.completeStep.revision,
+  );
+  assert.match(await editorText('.result-window'), /"currentStep": "profile"/);
+  // Stop it, as a person would, before leaving.
+  await page.locator('.graphiql-execute-button').click();
+  assert.deepEqual(consoleErrors, [], 'console errors or CSP violations');
+  assert.deepEqual(offHostRequests, [], 'the page tried to reach another host');
 });

@@ -3,6 +3,7 @@
 // one run shows everything, prints a summary, and exits 1 if anything failed.
 //   1. GraphQL over HTTP conformance: the graphql-http server audits
 //   2. Apollo Client, urql, introspection, example operations, a Standard Webhooks receiver,
+//      live updates over graphql-ws and graphql-sse,
 //      the guard's own tests (node --test)
 //   3. Schema-driven codegen: @graphql-codegen/cli with examples/codegen.ts, then tsc --noEmit
 //      on the README's Apollo example and typed-usage.ts
@@ -20,12 +21,13 @@ export const TEST_FILES = [
   'introspection.test.mjs',
   'operations.test.mjs',
   'webhooks.test.mjs',
+  'live.test.mjs',
   'schema-guard.test.mjs',
 ];
 
 const STEPS = [
   ['GraphQL over HTTP conformance (graphql-http server audits)', [[node, 'audit.mjs']]],
-  ['Clients, introspection, example operations and webhooks (node --test)', [[node, '--test', '--test-reporter=spec', ...TEST_FILES]]],
+  ['Clients, introspection, example operations, webhooks and live updates (node --test)', [[node, '--test', '--test-reporter=spec', ...TEST_FILES]]],
   [
     'Schema-driven codegen (@graphql-codegen/cli, tsc --noEmit)',
     [[node, 'codegen-check.mjs']],

@@ -94,14 +94,18 @@ process.once('exit', () => {
 
 /**
  * Starts `onboarding serve` and waits for /healthz; `env` adds settings (e.g. WEBHOOK_ALLOW_PRIVATE).
- * Returns { baseUrl, graphqlUrl, backend, databaseUrl, token(sub, opts), command(args), stop(), output() }.
+ * `sharing` names a server already running whose database (and secret) this one shares: a
+ * second replica, which leaves the database to the first to remove.
+ * Returns { baseUrl, graphqlUrl, backend, databaseUrl, pid, token(sub, opts), command(args), stop(), output() }.
  */
-export async function startServer({ backend = 'sqlite', env: settings = {} } = {}) {
+export async function startServer({ backend = 'sqlite', env: settings = {}, sharing } = {}) {
   const bin = serverBinary();
   const port = await freePort();
   const dataDir = await mkdtemp(path.join(tmpdir(), 'onboarding-clients-'));
-  const database = await createDatabase(backend, dataDir);
-  const secret = randomBytes(32).toString('hex');
+  const database = sharing
+    ? { url: sharing.databaseUrl, drop: async () => {} }
+    : await createDatabase(backend, dataDir);
+  const secret = sharing ? sharing.secret : randomBytes(32).toString('hex');
   const env = {
     ...cleanEnv(),
     DATABASE_URL: database.url,
@@ -126,6 +130,8 @@ export async function startServer({ backend = 'sqlite', env: settings = {} } = {
     baseUrl,
     graphqlUrl: `${baseUrl}/graphql`,
     databaseUrl: database.url,
+    secret,
+    pid: child.pid,
     output: () => output,
 
     /** A token for `sub` signed with this server's secret (`onboarding token`), naming `group` in `org_id` when given. */

@@ -6,6 +6,7 @@ mod flow;
 mod mutation;
 mod query;
 mod state;
+mod subscription;
 
 use async_graphql::Context;
 
@@ -15,6 +16,7 @@ use crate::service::Flows;
 pub use mutation::FlowMutation;
 pub use query::FlowQuery;
 pub use state::PageInfo;
+pub use subscription::FlowSubscription;
 
 fn operations<'a>(ctx: &Context<'a>) -> async_graphql::Result<(&'a Flows, &'a Viewer)> {
     let internal =

@@ -4,8 +4,50 @@
   'use strict';
 
   var config = JSON.parse(document.getElementById('graphiql-config').textContent);
+  var overHttp = GraphiQL.createFetcher({ url: config.endpoint });
+  var socketUrl = location.origin.replace(/^http/, 'ws') + config.endpoint;
+
+  // Whether the operation to run is a subscription.
+  function isSubscription(params, options) {
+    var ast = options && options.documentAST;
+    if (!ast) return false;
+    return ast.definitions.some(function (definition) {
+      return (
+        definition.kind === 'OperationDefinition' &&
+        definition.operation === 'subscription' &&
+        (!params.operationName || (definition.name && definition.name.value === params.operationName))
+      );
+    });
+  }
+
+  // Queries and mutations over HTTP; subscriptions over the WebSocket at the same
+  // path (graphql-transport-ws), one connection each, signed in with the headers
+  // the editor holds, which the server reads from connection_init.
+  function fetcher(params, options) {
+    if (!isSubscription(params, options)) return overHttp(params, options);
+    var client = graphqlWs.createClient({
+      url: socketUrl,
+      connectionParams: (options && options.headers) || {},
+      retryAttempts: 0,
+    });
+    var results = client.iterate(params);
+    var iterator = {
+      next: function () {
+        return results.next();
+      },
+      return: function () {
+        client.dispose();
+        return results.return ? results.return() : Promise.resolve({ done: true, value: undefined });
+      },
+    };
+    iterator[Symbol.asyncIterator] = function () {
+      return iterator;
+    };
+    return iterator;
+  }
+
   var props = {
-    fetcher: GraphiQL.createFetcher({ url: config.endpoint }),
+    fetcher: fetcher,
     defaultQuery: config.query,
     // Headers may hold a token: keep them out of localStorage.
     shouldPersistHeaders: false,

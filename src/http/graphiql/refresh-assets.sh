@@ -10,6 +10,9 @@ GRAPHIQL_INTEGRITY=sha512-/kSuorVA1qzP796/gckJzpsRveoIsm/1UJI5a8QnI1NLlXvI3ILxSH
 REACT_VERSION=18.3.1
 REACT_INTEGRITY=sha512-wS+hAgJShR0KhEvPJArfuPVN1+Hz1t0Y6n5jLrGQbkb4urgPE/0Rve+1kMB1v/oWgHgm4WIcV+i7F2pTVj+2iQ==
 REACT_DOM_INTEGRITY=sha512-5m4nQKp+rZRb09LNH59GM4BxTh9251/ylbKIbpe7TpGxfJ+9kv6BLkLBXIjjspbgbnIBNqlI23tRnTWT0snUIw==
+# The graphql-transport-ws client GraphiQL runs subscriptions with.
+GRAPHQL_WS_VERSION=6.4.2
+GRAPHQL_WS_INTEGRITY=sha512-wxhPhhOGJo8PbGDkBYVE76sZLDrS+GkyrR4bZECSLVbo0pZZNKs0HtBh2Ip/uaUuiVUxwO9ssI9R92buQfNSqQ==
 
 assets="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/assets"
 work="$(mktemp -d)"
@@ -33,6 +36,7 @@ fetch() {
 fetch graphiql "$GRAPHIQL_VERSION" "$GRAPHIQL_INTEGRITY"
 fetch react "$REACT_VERSION" "$REACT_INTEGRITY"
 fetch react-dom "$REACT_VERSION" "$REACT_DOM_INTEGRITY"
+fetch graphql-ws "$GRAPHQL_WS_VERSION" "$GRAPHQL_WS_INTEGRITY"
 
 rm -rf "$assets"
 mkdir -p "$assets"
@@ -50,7 +54,9 @@ cp "$work/react/umd/react.production.min.js" "$assets/react.production.min.js"
 cp "$work/react/LICENSE" "$assets/LICENSE-react"
 cp "$work/react-dom/umd/react-dom.production.min.js" "$assets/react-dom.production.min.js"
 cp "$work/react-dom/LICENSE" "$assets/LICENSE-react-dom"
+cp "$work/graphql-ws/umd/graphql-ws.min.js" "$assets/graphql-ws.min.js"
+cp "$work/graphql-ws/LICENSE.md" "$assets/LICENSE-graphql-ws"
 # Part of every asset URL, so browsers may cache the files forever (see src/graphiql.rs).
-printf 'graphiql-%s-react-%s' "$GRAPHIQL_VERSION" "$REACT_VERSION" >"$assets/VERSION"
+printf 'graphiql-%s-react-%s-graphql-ws-%s' "$GRAPHIQL_VERSION" "$REACT_VERSION" "$GRAPHQL_WS_VERSION" >"$assets/VERSION"
 
 ls -l "$assets"
