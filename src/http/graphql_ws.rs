@@ -44,6 +44,10 @@ const SILENCE_LIMIT: Duration = Duration::from_secs(45);
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes a connection may have waiting to be written before sends wait.
 const WRITE_BUFFER_BYTES: usize = 256 * 1024;
+/// The read buffer each connection holds while open. Clients send a few
+/// small messages; the default (128 KiB) would be most of what an idle
+/// subscriber costs.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
 /// Most operations one connection runs at once.
 pub const MAX_PER_CONNECTION: usize = 100;
 
@@ -111,6 +115,9 @@ fn upgrade(
         .protocols([PROTOCOL])
         .max_message_size(MAX_BODY_BYTES)
         .max_frame_size(MAX_BODY_BYTES)
+        .read_buffer_size(READ_BUFFER_BYTES)
+        // Every message is sent on its own and flushed: none waits for more.
+        .write_buffer_size(0)
         .max_write_buffer_size(WRITE_BUFFER_BYTES)
         .on_upgrade(move |socket| async move {
             Connection::new(state).run(socket).await;

@@ -5,7 +5,7 @@
 // subscriber. Prints one tab-separated line:
 //
 //   live  subscriptions  writes  rate  p50_ms  p99_ms  max_ms  missed
-//         rss_kib_per_subscription  cpu_us_per_write  cpu_us_per_write_unwatched
+//         rss_kib_per_subscription  cpu_us_per_write  cpu_us_per_write_unwatched  failed_writes
 //
 // Latency is from sending the write to its subscriber's message with the new
 // revision. The servers run on SERVER_CORE (taskset), this script wherever
@@ -146,15 +146,23 @@ async function writeSteadily(users, through, latencies) {
       user.subscriber.latencies = latencies;
       user.subscriber.waiting = { after: user.subscriber.revision, sentAt: performance.now() };
     }
+    const subscriber = user.subscriber;
     inFlight.push(
       graphql(through(n % users.length).url, user.token, 'mutation($step: String!) { completeStep(flow: "live", step: $step) { revision } }', {
         step,
+      }).catch((error) => {
+        // Counted apart: a write that failed has no change to deliver.
+        failures.push(error.message);
+        if (subscriber) subscriber.waiting = null;
       }),
     );
   }
   await Promise.all(inFlight);
   return total;
 }
+
+/** The writes the server refused, with why. */
+const failures = [];
 
 async function main() {
   const replicas = [await startReplica(), await startReplica()];
@@ -203,8 +211,10 @@ async function main() {
         perSubscription.toFixed(1),
         ((cpu * 1e6) / writes).toFixed(0),
         ((unwatchedCpu * 1e6) / unwatchedWrites).toFixed(0),
+        failures.length,
       ].join('\t'),
     );
+    for (const failure of new Set(failures)) console.error(`a write failed: ${failure}`);
     for (const user of users) user.subscriber.socket.terminate();
   } finally {
     for (const replica of replicas) replica.child.kill('SIGTERM');
