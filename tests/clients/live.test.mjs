@@ -15,6 +15,9 @@ import { promisify } from 'node:util';
 import { ApolloClient, HttpLink, InMemoryCache, gql, split } from '@apollo/client';
 import { GraphQLWsLink } from '@apollo/client/link/subscriptions';
 import { getMainDefinition } from '@apollo/client/utilities';
+import { ApolloProvider, useQuery, useSubscription } from '@apollo/client/react';
+import React from 'react';
+import TestRenderer from 'react-test-renderer';
 import { Client, cacheExchange, fetchExchange, subscriptionExchange } from '@urql/core';
 import { createClient as createWsClient } from 'graphql-ws';
 import { createClient as createSseClient } from 'graphql-sse';
@@ -22,6 +25,9 @@ import WebSocket from 'ws';
 import { backends, startServer } from './server.mjs';
 
 const run = promisify(execFile);
+const { act } = TestRenderer;
+// React's test renderer runs effects inside act() only where this is set.
+globalThis.IS_REACT_ACT_ENVIRONMENT = true;
 const WAIT_MS = 10_000;
 const FLOW_STATE = 'flow status currentStep revision';
 const SUBSCRIBE = `subscription($flow: String, $userId: String) { flowStateChanged(flow: $flow, userId: $userId) { ${FLOW_STATE} } }`;
@@ -459,6 +465,60 @@ if (process.env.TEST_DATABASE_URL) {
         await eventually(() => states.at(-1).revision === revision, 'a later change through B');
         subscribed.unsubscribe();
       } finally {
+        apollo.stop();
+        await socket.dispose();
+      }
+    });
+
+    test("a React component on Apollo's useQuery, urql and graphql-sse, all subscribed on A, follow a write through B", async () => {
+      const { client: socket } = wsClient(a, { Authorization: `Bearer ${ada}` });
+      const apollo = apolloClient(a, ada, socket);
+      const query = gql`query Tour { flowState(flow: "tour") { id ${FLOW_STATE} } }`;
+      const subscription = gql`subscription { flowStateChanged(flow: "tour") { id ${FLOW_STATE} } }`;
+      // What a checklist component renders: the step, from the cache.
+      function Checklist() {
+        const { data } = useQuery(query);
+        useSubscription(subscription);
+        return React.createElement('p', null, data ? `${data.flowState.currentStep}@${data.flowState.revision}` : '…');
+      }
+      let rendered;
+      await act(async () => {
+        rendered = TestRenderer.create(React.createElement(ApolloProvider, { client: apollo }, React.createElement(Checklist)));
+      });
+      const shown = () => rendered.root.findByType('p').props.children;
+      const urqlStates = [];
+      const urql = new Client({
+        url: a.graphqlUrl,
+        exchanges: [
+          fetchExchange,
+          subscriptionExchange({
+            forwardSubscription: (request) => ({
+              subscribe: (sink) => ({ unsubscribe: socket.subscribe({ ...request, query: request.query ?? '' }, sink) }),
+            }),
+          }),
+        ],
+      });
+      const urqlSubscription = urql
+        .subscription(SUBSCRIBE, { flow: 'tour' })
+        .subscribe((result) => result.data && urqlStates.push(result.data.flowStateChanged));
+      const sse = createSseClient({
+        url: `${a.baseUrl}/graphql/stream`,
+        singleConnection: false,
+        headers: { Authorization: `Bearer ${ada}` },
+        retryAttempts: 0,
+      });
+      const sseSeen = follow(sse, SUBSCRIBE, { flow: 'tour' });
+      try {
+        await eventually(() => shown() !== '…' && urqlStates.length && sseSeen.results.length, 'the first states');
+        const revision = await completeStep(b, ada, 'c');
+        await eventually(() => shown() === `null@${revision}`, `the component to show revision ${revision}`);
+        await eventually(() => urqlStates.at(-1).revision === revision, 'urql');
+        await eventually(() => sseSeen.results.at(-1).data.flowStateChanged.revision === revision, 'graphql-sse');
+      } finally {
+        urqlSubscription.unsubscribe();
+        sseSeen.unsubscribe();
+        sse.dispose();
+        await act(async () => rendered.unmount());
         apollo.stop();
         await socket.dispose();
       }
