@@ -199,13 +199,13 @@ impl Verifier {
         Ok(self.viewer_until(authorization).await?.0)
     }
 
-    /// The viewer an `Authorization` header value speaks for, and when its
-    /// token expires (seconds since the epoch; none when anonymous): a
-    /// connection that outlives one request ends there.
+    /// The viewer an `Authorization` header value speaks for, and how long
+    /// its token stays valid (none when anonymous): a connection that
+    /// outlives one request ends then.
     pub async fn viewer_until(
         &self,
         authorization: Option<&str>,
-    ) -> Result<(Viewer, Option<u64>), TokenError> {
+    ) -> Result<(Viewer, Option<Duration>), TokenError> {
         let Some(authorization) = authorization else {
             return Ok((Viewer::Anonymous, None));
         };
@@ -220,11 +220,17 @@ impl Verifier {
         let claims = verified.map_err(|error| self.token_error(token, error.kind()))?;
         // `exp` is required and checked above; past it, with the leeway
         // every token gets, the token no longer verifies.
-        let expires = claims
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let valid_for = claims
             .get("exp")
             .and_then(serde_json::Value::as_f64)
-            .map(|exp| exp.max(0.0) as u64 + LEEWAY_SECONDS);
-        Ok((self.claims.viewer(&claims)?, expires))
+            .map(|exp| {
+                Duration::from_secs((exp.max(0.0) as u64 + LEEWAY_SECONDS).saturating_sub(now))
+            });
+        Ok((self.claims.viewer(&claims)?, valid_for))
     }
 
     fn token_error(&self, token: &str, kind: &ErrorKind) -> TokenError {

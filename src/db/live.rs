@@ -329,18 +329,42 @@ impl PostgresLive {
             if watchers.watched.load(Ordering::Relaxed) == 0 {
                 continue;
             }
-            if let Err(error) = self.still_here().await {
+            // Watches numbered from here on are not in the list below.
+            let listed_before = watchers.next_watch.load(Ordering::Relaxed);
+            if let Err(error) = self.still_here(watchers.all(), listed_before).await {
                 tracing::warn!(%error, "live updates: cannot keep the watched owners alive");
             }
         }
     }
 
-    async fn still_here(&self) -> Result<(), sqlx::Error> {
+    /// Refreshes the interests of the owners this replica watches, and
+    /// removes its others recorded before the list was taken: a watch
+    /// dropped while its interest was being recorded may have had its
+    /// removal run first.
+    async fn still_here(
+        &self,
+        owners: Vec<(String, i64)>,
+        listed_before: i64,
+    ) -> Result<(), sqlx::Error> {
+        let owners: Vec<String> = owners.into_iter().map(|(owner, _)| owner).collect();
         let mut session = pooler::open(&self.pool).await?;
-        statement("update live_interest set seen_at = now() where replica = $1")
-            .bind(&self.replica)
-            .execute(&mut *session)
-            .await?;
+        statement(
+            "update live_interest set seen_at = now() \
+             where replica = $1 and owner = any($2::text[])",
+        )
+        .bind(&self.replica)
+        .bind(&owners)
+        .execute(&mut *session)
+        .await?;
+        statement(
+            "delete from live_interest \
+             where replica = $1 and owner <> all($2::text[]) and watch_id < $3",
+        )
+        .bind(&self.replica)
+        .bind(&owners)
+        .bind(listed_before)
+        .execute(&mut *session)
+        .await?;
         statement(FORGET_STALE).execute(&mut *session).await?;
         pooler::close(session).await
     }
@@ -371,7 +395,7 @@ impl PostgresLive {
             "select coalesce(array_agg(x::text), '{}') \
              from pg_snapshot_xip(pg_current_snapshot()) x",
             &self.pool,
-            &[],
+            None,
         )
         .await?;
         if running.is_empty() {
@@ -384,7 +408,7 @@ impl PostgresLive {
                 "select coalesce(array_agg(x), '{}') from unnest($1::text[]) x \
                  where pg_xact_status(x::xid8) = 'in progress'",
                 &self.pool,
-                &running,
+                Some(&running),
             )
             .await?
             .len();
@@ -423,15 +447,16 @@ fn statement(sql: &str) -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres
     sqlx::query(sql).persistent(pooler::keep_prepared())
 }
 
-/// The text array one statement answers, given a text array.
+/// The text array one statement answers, given a text array as `$1` when
+/// it takes one.
 async fn scalars(
     sql: &str,
     pool: &PgPool,
-    argument: &[String],
+    argument: Option<&[String]>,
 ) -> Result<Vec<String>, sqlx::Error> {
     let mut session = pooler::open(pool).await?;
     let mut query = sqlx::query_scalar::<_, Vec<String>>(sql).persistent(pooler::keep_prepared());
-    if sql.contains("$1") {
+    if let Some(argument) = argument {
         query = query.bind(argument);
     }
     let values = query.fetch_one(&mut *session).await?;

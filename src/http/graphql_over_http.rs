@@ -238,13 +238,7 @@ pub(super) async fn prepare(
         let message = "The request has no `query`: send the GraphQL document as a string.";
         return Err(Box::new(malformed_request(media, message)));
     };
-    let provided: Vec<String> = params
-        .variables
-        .iter()
-        .flatten()
-        .filter(|(_, value)| !value.is_null())
-        .map(|(name, _)| name.clone())
-        .collect();
+    let provided = provided_variables(params.variables.as_ref());
     let (query, document) = match state.documents.prepare(query).await {
         (query, Ok(document), _) => (query, document),
         (_, Err(limit), _) => return Err(Box::new(document_refused(media, &limit))),
@@ -268,6 +262,16 @@ pub(super) async fn prepare(
         request.set_parsed_query(document);
     }
     Ok(PreparedRequest { request, parsed })
+}
+
+/// The names of the variables given a value other than null.
+fn provided_variables(variables: Option<&Map<String, Value>>) -> Vec<String> {
+    variables
+        .into_iter()
+        .flatten()
+        .filter(|(_, value)| !value.is_null())
+        .map(|(name, _)| name.clone())
+        .collect()
 }
 
 /// The request to execute: the document, its operation and variables, and
@@ -323,13 +327,7 @@ async fn execute(
         Ok(viewer) => viewer,
         Err(error) => return unauthorized(media, &error),
     };
-    let provided: Vec<String> = params
-        .variables
-        .iter()
-        .flatten()
-        .filter(|(_, value)| !value.is_null())
-        .map(|(name, _)| name.clone())
-        .collect();
+    let provided = provided_variables(params.variables.as_ref());
     let (query, document, kept) = match state.documents.prepare(query).await {
         (query, Ok(document), kept) => (query, document, kept),
         (_, Err(limit), _) => return document_refused(media, &limit),

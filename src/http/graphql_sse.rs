@@ -5,7 +5,7 @@
 //! the token expires; queries and mutations answer once.
 
 use std::convert::Infallible;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Query, State, rejection::QueryRejection};
@@ -137,16 +137,10 @@ fn complete_event() -> Event {
 /// error and `complete`.
 fn until_expired(
     events: impl Stream<Item = Event> + Send + 'static,
-    expires: Option<u64>,
+    valid_for: Option<Duration>,
 ) -> impl Stream<Item = Event> + Send + 'static {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
-    // Without an expiry (no token), a deadline no stream reaches.
-    let left = expires.map_or(Duration::from_secs(365 * 24 * 3600), |expires| {
-        Duration::from_secs(expires.saturating_sub(now))
-    });
+    // Without a token, a deadline no stream reaches.
+    let left = valid_for.unwrap_or(Duration::from_secs(365 * 24 * 3600));
     let expiry = Box::pin(tokio::time::sleep(left));
     stream::unfold(
         (Box::pin(events), expiry, false),

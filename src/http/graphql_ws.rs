@@ -11,7 +11,7 @@
 //! here, over axum's WebSocket, and each operation is checked and executed
 //! as GraphQL over HTTP checks and executes one.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRequestParts, Query, Request, State};
@@ -306,7 +306,7 @@ impl Connection {
         match self.state.verifier.viewer_until(Some(&authorization)).await {
             Ok((viewer, expires)) => {
                 self.viewer = Some(viewer);
-                self.expires = expires.map(instant_of);
+                self.expires = expires.map(|valid_for| Instant::now() + valid_for);
                 Reply::Send(message::<()>("connection_ack", None, None))
             }
             Err(error) => Reply::Close((close::FORBIDDEN, format!("Forbidden: {error}"))),
@@ -448,13 +448,4 @@ fn within_close_frame(mut reason: String) -> String {
         reason.truncate(end);
     }
     reason
-}
-
-/// The instant of a time in seconds since the epoch.
-fn instant_of(seconds: u64) -> Instant {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
-    Instant::now() + Duration::from_secs(seconds.saturating_sub(now))
 }

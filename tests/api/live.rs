@@ -227,6 +227,15 @@ async fn another_users_flow_is_forbidden_and_an_unknown_flow_is_bad_input(backen
         "{refused}"
     );
     assert_eq!(unknown.next().await.expect("complete").0, "complete");
+
+    // A NUL byte in a key is refused the same way, before any read.
+    let mut nul = Events::open(&app.address, "ada", json!({ "flow": "tour\u{0}x" })).await;
+    let refused = nul.state().await;
+    assert_eq!(
+        refused["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{refused}"
+    );
+    assert_eq!(nul.next().await.expect("complete").0, "complete");
 }
 
 async fn an_admin_may_watch_anyone(backend: Backend) {
